@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class EvaluatorConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "evaluator"
+    verbose_name = "Evaluation jobs"

@@ -1,0 +1,86 @@
+"""The sandboxed child: `python -m evaluator.engine.sandbox_child <box-dir>`.
+
+Started only by `sandbox.run_in_sandbox`, already inside its limits, with cwd = workdir.
+Reads request.json, imports and calls the target, writes result.json, and exits with
+os._exit so TensorFlow's thread pools and atexit hooks cannot hang or crash the exit
+after the result is safely on disk. Imports nothing heavy itself: the target does.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import inspect
+import json
+import os
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from evaluator.engine.errors import ContractError
+
+
+def _progress_writer(path: Path) -> Callable[[float, str], None]:
+    fh = open(path, "a", buffering=1, encoding="utf-8")  # line-buffered: parent sees it
+    lock = threading.Lock()  # targets may report from worker threads
+
+    def report(fraction: float, stage: str = "") -> None:
+        line = json.dumps({"f": float(fraction), "s": str(stage)})
+        with lock:
+            fh.write(line + "\n")
+
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    # NumPy / TF scalars are fine (`.item()`); arrays are not: big data goes to files.
+    if getattr(obj, "ndim", None) == 0 and hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(
+        f"the target returned a {type(obj).__name__}, which is not JSON-able; "
+        "write arrays to files in the workdir and return their names"
+    )
+
+
+def _load(target: str) -> Callable[..., Any]:
+    module_name, _, func_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def run(box: Path) -> dict[str, Any]:
+    try:
+        request = json.loads((box / "request.json").read_text())
+        fn = _load(request["target"])
+        kwargs = dict(request["kwargs"])
+        if "progress" in inspect.signature(fn).parameters:
+            kwargs["progress"] = _progress_writer(box / "progress.jsonl")
+        value = fn(**kwargs)
+        # Serialise here, not in the caller, so a bad return value is a clean 'error'.
+        return {"status": "ok", "value": json.loads(json.dumps(value, default=_jsonable))}
+    except ContractError as exc:
+        # The upload is at fault: its message goes to the user as is, no traceback.
+        return {"status": "rejected", "type": type(exc).__name__,
+                "message": str(exc) or type(exc).__name__}
+    except BaseException as exc:  # noqa: BLE001 - SystemExit from a target is an error too
+        return {
+            "status": "error", "type": type(exc).__name__, "message": str(exc),
+            "errno": getattr(exc, "errno", None), "traceback": traceback.format_exc(),
+        }
+
+
+def main() -> None:
+    faulthandler.enable()  # a segfault leaves the Python stack in the log
+    box = Path(sys.argv[1])
+    result = run(box)
+    tmp = box / "result.json.tmp"
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, box / "result.json")  # atomic: the parent never reads half a file
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Stored results of the engine and the jobs that produce them.
+
+Image sets live in media files (paths relative to MEDIA_ROOT); rows hold the
+statistics and the per-image predictions (a few KB, packed) that McNemar and the
+robustness score need, so the ranking never reads image files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+
+from leaderboard.models import Benchmark, Network
+
+
+class UniversalSet(models.Model):
+    benchmark = models.OneToOneField(Benchmark, on_delete=models.CASCADE, related_name="universal")
+    file = models.CharField(max_length=300)
+    source_network = models.ForeignKey(Network, null=True, on_delete=models.SET_NULL)
+    count = models.PositiveIntegerField()
+    xi = models.FloatField()
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class AdversarialDataset(models.Model):
+    """adv(B): the gradient-adversarial images of one network, and B's own result."""
+
+    network = models.OneToOneField(Network, on_delete=models.CASCADE, related_name="adversarial")
+    file = models.CharField(max_length=300)
+    epsilon = models.FloatField()
+    step = models.FloatField()
+    steps = models.PositiveIntegerField()
+    success_rate = models.FloatField()
+    whitebox_correct = models.PositiveIntegerField()
+    total = models.PositiveIntegerField()
+    vanished_fraction = models.FloatField(default=0.0)
+    seconds = models.FloatField()
+    # B's predictions on its own adversarial images (the matrix diagonal).
+    predictions = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def prediction_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.predictions), dtype=np.uint8)
+
+
+class Evaluation(models.Model):
+    """One network on one dataset: clean, universal, or another network's adv set."""
+
+    class Kind(models.TextChoices):
+        CLEAN = "clean"
+        UNIVERSAL = "universal"
+        ADVERSARIAL = "adversarial"
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="evaluations")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # For kind=adversarial: whose attack (the column of the matrix).
+    source = models.ForeignKey(
+        Network, null=True, blank=True, on_delete=models.CASCADE, related_name="attacked_by"
+    )
+    correct = models.PositiveIntegerField()
+    total = models.PositiveIntegerField()
+    accuracy = models.FloatField()
+    low = models.FloatField()
+    high = models.FloatField()
+    confusion = models.JSONField()
+    predictions = models.BinaryField()
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["network", "kind"],
+                condition=models.Q(source__isnull=True),
+                name="one_evaluation_per_plain_dataset",
+            ),
+            models.UniqueConstraint(
+                fields=["network", "source"],
+                condition=models.Q(source__isnull=False),
+                name="one_evaluation_per_adversarial_set",
+            ),
+        ]
+
+    def prediction_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.predictions), dtype=np.uint8)
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        BUILD_BENCHMARK = "build-benchmark"
+        BUILD_REFERENCE = "build-reference"
+        UNIVERSAL = "universal"
+        VALIDATE = "validate"
+        ATTACK = "attack"
+        CROSS = "cross"
+        RANK = "rank"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="jobs")
+    network = models.ForeignKey(
+        Network, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Set while running; the reaper requeues running jobs whose heartbeat went stale.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True)
+    peak_rss_mb = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "heartbeat_at"])]
+
+    def __str__(self) -> str:
+        target = self.network or self.benchmark
+        return f"{self.kind} {target} ({self.state})"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def append_log(self, line: str) -> None:
+        self.log = (self.log + line.rstrip() + "\n")[-20000:]

@@ -1,0 +1,1 @@
+"""Orchestration between the ORM and the engine (HackSoft-style services)."""

@@ -1,0 +1,162 @@
+"""Running engine work as recorded, sandboxed jobs.
+
+A Job row is the durable record of one unit of work: its attempts, log, timings
+and peak memory. The engine runs in a child process (engine.sandbox) so a hostile
+or broken model can crash, hang or blow up memory without taking the worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from evaluator.engine.sandbox import SandboxLimits, SandboxResult, run_in_sandbox
+from evaluator.models import Job
+from evaluator.services import storage
+from leaderboard.models import Benchmark, Network
+
+log = logging.getLogger(__name__)
+
+# Outcomes that mean the upload itself is at fault: its own exception, or it broke
+# a resource limit that every network must respect.
+UPLOAD_FAULTS = ("rejected", "timeout", "memory")
+HEARTBEAT_EVERY_S = 5.0
+
+
+class JobRejected(Exception):
+    """The network broke the contract; the message is for the user."""
+
+
+class JobFailed(Exception):
+    """An internal error that survived every attempt; the message is for the user."""
+
+
+class JobCancelled(Exception):
+    """An admin cancelled the job while it was queued or running."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Maps a job's own 0..1 progress onto the network's 0..100 bar."""
+
+    status: str
+    start: int
+    end: int
+
+
+def job_open(*, kind: str, benchmark: Benchmark, network: Network | None = None) -> Job:
+    """The live job of this kind for this target, or a new one (idempotent)."""
+    with transaction.atomic():
+        job = (
+            Job.objects.select_for_update()
+            .filter(
+                kind=kind,
+                benchmark=benchmark,
+                network=network,
+                state__in=[Job.State.QUEUED, Job.State.RUNNING],
+            )
+            .first()
+        )
+        if job is None:
+            job = Job.objects.create(kind=kind, benchmark=benchmark, network=network)
+    return job
+
+
+def job_finish(*, job: Job, state: str, line: str = "") -> None:
+    job.state = state
+    job.finished_at = timezone.now()
+    if job.started_at:
+        job.seconds = (job.finished_at - job.started_at).total_seconds()
+    if line:
+        job.append_log(line)
+    job.save()
+
+
+def _progress_writer(
+    job: Job, network: Network | None, stage: Stage | None
+) -> Callable[[float, str], None]:
+    last = [0.0]
+
+    def write(fraction: float, text: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < 1.0 and fraction < 1.0:
+            return
+        last[0] = now
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        if network is not None and stage is not None:
+            percent = stage.start + (stage.end - stage.start) * max(0.0, min(1.0, fraction))
+            Network.objects.filter(pk=network.pk).update(
+                progress=int(percent), stage=text[:200]
+            )
+
+    return write
+
+
+def sandbox_limits() -> SandboxLimits:
+    return SandboxLimits(timeout_s=settings.SANDBOX_TIMEOUT_S, memory_mb=settings.SANDBOX_MEMORY_MB)
+
+
+def job_run(
+    *,
+    job: Job,
+    target: str,
+    kwargs: dict[str, Any],
+    network: Network | None = None,
+    stage: Stage | None = None,
+    limits: SandboxLimits | None = None,
+) -> Any:
+    """Run one engine function in the sandbox, retrying internal errors.
+
+    Returns the function's value. Raises JobRejected when the upload is at fault,
+    JobFailed when attempts run out, JobCancelled when an admin cancelled it.
+    """
+    write_progress = _progress_writer(job, network, stage)
+    while True:
+        job.refresh_from_db()
+        if job.state == Job.State.CANCELLED:
+            raise JobCancelled(f"job {job.pk} was cancelled")
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            job_finish(job=job, state=Job.State.FAILED, line="giving up: no attempts left")
+            raise JobFailed(f"{job.kind} failed after {job.attempts} attempts")
+        job.attempts += 1
+        job.state = Job.State.RUNNING
+        job.started_at = job.started_at or timezone.now()
+        job.heartbeat_at = timezone.now()
+        job.worker = socket.gethostname()
+        job.append_log(f"attempt {job.attempts} on {job.worker}: {target}")
+        job.save()
+        workdir = storage.job_workdir(job.pk)
+        try:
+            result: SandboxResult = run_in_sandbox(
+                target,
+                kwargs,
+                workdir=workdir,
+                limits=limits or sandbox_limits(),
+                on_progress=write_progress,
+            )
+        finally:
+            storage.remove_tree(workdir)
+        job.refresh_from_db()
+        job.peak_rss_mb = max(job.peak_rss_mb or 0.0, result.peak_rss_mb)
+        job.append_log(f"{result.outcome} in {result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB")
+        if job.state == Job.State.CANCELLED:
+            job.save()
+            raise JobCancelled(f"job {job.pk} was cancelled")
+        if result.ok:
+            job_finish(job=job, state=Job.State.DONE)
+            return result.value
+        job.append_log(result.message)
+        if result.log:
+            job.append_log(result.log[-4000:])
+        if result.outcome in UPLOAD_FAULTS:
+            job_finish(job=job, state=Job.State.DONE, line="rejected: " + result.message)
+            raise JobRejected(result.message)
+        job.save()
+        log.warning("job %s attempt %s: %s", job.pk, job.attempts, result.message)

@@ -1,0 +1,146 @@
+"""Recomputing the ladder, every level and every score from stored evaluations.
+
+The numbers come from engine.ladder (pure functions); this module only gathers the
+matrix from rows and writes the answer back, all in one transaction so a reader
+never sees half a ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from evaluator.engine import ladder as ladder_engine
+from evaluator.models import AdversarialDataset, Evaluation
+from evaluator.services import storage
+from leaderboard.models import Benchmark, Network
+
+S = Network.Status
+
+
+@dataclass
+class MatrixData:
+    """The cross-attack matrix of the complete networks of a benchmark."""
+
+    networks: list[Network]
+    M: np.ndarray
+    correct: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+
+    def index(self, network_id: int) -> int | None:
+        for i, n in enumerate(self.networks):
+            if n.pk == network_id:
+                return i
+        return None
+
+
+def _complete_subset(ids: list[int], pairs: set[tuple[int, int]]) -> list[int]:
+    """Drop the networks with missing pairs (still cross-evaluating), worst first."""
+    keep = list(ids)
+    while True:
+        missing = {
+            i: sum((i, j) not in pairs or (j, i) not in pairs for j in keep if j != i) for i in keep
+        }
+        worst = max(keep, key=lambda i: (missing[i], i), default=None)
+        if worst is None or missing[worst] == 0:
+            return keep
+        keep.remove(worst)
+
+
+def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> MatrixData:
+    """M[a][b] = accuracy of a on adv(b), over every network with a complete row/column."""
+    qs = (
+        Network.objects.filter(benchmark=benchmark, adversarial__isnull=False)
+        .exclude(status__in=[S.REJECTED, S.FAILED])
+        .select_related("adversarial")
+        .order_by("pk")
+    )
+    if not include_private:
+        qs = qs.filter(is_public=True)
+    candidates = {n.pk: n for n in qs}
+    evals = Evaluation.objects.filter(
+        kind=Evaluation.Kind.ADVERSARIAL,
+        network_id__in=candidates,
+        source_id__in=candidates,
+    ).values_list("network_id", "source_id", "accuracy", "predictions")
+    labels = storage.eval_labels(benchmark.data_file) if benchmark.data_file else None
+    acc: dict[tuple[int, int], float] = {}
+    preds: dict[tuple[int, int], bytes] = {}
+    for a, b, value, packed in evals:
+        acc[(a, b)] = value
+        preds[(a, b)] = bytes(packed)
+    ids = _complete_subset(sorted(candidates), set(acc))
+    networks = [candidates[i] for i in ids]
+    n = len(ids)
+    M = np.zeros((n, n))
+    correct: dict[tuple[int, int], np.ndarray] = {}
+    for i, a in enumerate(ids):
+        adv: AdversarialDataset = candidates[a].adversarial
+        M[i, i] = adv.whitebox_correct / adv.total if adv.total else 0.0
+        for j, b in enumerate(ids):
+            if i != j:
+                M[i, j] = acc[(a, b)]
+                if labels is not None:
+                    correct[(i, j)] = np.frombuffer(preds[(a, b)], dtype=np.uint8) == labels
+    return MatrixData(networks=networks, M=M, correct=correct)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    ladder: list[int]  # network ids, R1 first
+    levels: dict[int, int]
+    deciding: dict[int, int | None]  # 1-based ladder position of the deciding comparison
+    scores: dict[int, float]
+
+
+def ranking_compute(data: MatrixData) -> Ranking:
+    refs = [i for i, n in enumerate(data.networks) if n.is_reference]
+    order = ladder_engine.ladder_order(data.M, among=refs)
+    levels: dict[int, int] = {}
+    deciding: dict[int, int | None] = {}
+    for i, net in enumerate(data.networks):
+        result = ladder_engine.level_of(
+            data.M[i, :], data.M[:, i], order, skip=i if net.is_reference else None
+        )
+        levels[net.pk] = result.level
+        deciding[net.pk] = None if result.deciding is None else result.deciding + 1
+    scores = ladder_engine.robustness_scores(data.correct, len(data.networks)) if data.networks else []
+    return Ranking(
+        ladder=[data.networks[i].pk for i in order],
+        levels=levels,
+        deciding=deciding,
+        scores={n.pk: float(s) for n, s in zip(data.networks, scores)},
+    )
+
+
+def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
+    """Recompute the ladder, levels and scores; mark finished networks ranked."""
+    with transaction.atomic():
+        # Serialise concurrent recomputations on the benchmark row.
+        benchmark = Benchmark.objects.select_for_update().get(pk=benchmark.pk)
+        data = matrix_gather(benchmark=benchmark)
+        ranking = ranking_compute(data)
+        now = timezone.now()
+        included = {n.pk for n in data.networks}
+        for net in data.networks:
+            fields = {
+                "level": ranking.levels[net.pk],
+                "score": ranking.scores[net.pk],
+                "deciding_rung": ranking.deciding[net.pk],
+            }
+            # Only a network whose pipeline reached the ranking stage becomes ranked;
+            # one still in an earlier stage keeps its status.
+            if net.status in (S.CROSS_EVALUATING, S.RANKED):
+                fields.update(status=S.RANKED, progress=100, stage="ranked", reason="")
+                if net.status != S.RANKED:
+                    fields["ranked_at"] = now
+            Network.objects.filter(pk=net.pk).update(**fields)
+        Network.objects.filter(benchmark=benchmark).exclude(pk__in=included).update(
+            level=None, score=None, deciding_rung=None
+        )
+        benchmark.ladder = ranking.ladder
+        benchmark.ranked_at = now
+        benchmark.save(update_fields=["ladder", "ranked_at"])
+    return ranking

@@ -1,0 +1,72 @@
+"""Celery tasks: thin wrappers that fetch by id and call a service.
+
+Each stage queues the next one only after its own writes are committed, so a
+worker never picks up a stage whose input is not visible yet. Every stage is
+idempotent (see evaluator.services.pipeline), which is what makes acks_late and
+redelivery after a lost worker safe.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import transaction
+
+from evaluator.services import pipeline
+from evaluator.services.ranking import benchmark_rank
+from leaderboard.models import Benchmark, Network
+
+S = Network.Status
+FINISHED = (S.RANKED, S.REJECTED, S.FAILED)
+
+
+def _network(network_id: int) -> Network | None:
+    network = Network.objects.select_related("benchmark").filter(pk=network_id).first()
+    if network is None or network.status in (S.REJECTED, S.FAILED):
+        return None  # deleted, or given up on: nothing to do
+    return network
+
+
+def _then(task, *args: int) -> None:
+    transaction.on_commit(lambda: task.delay(*args))
+
+
+@shared_task
+def validate_network(network_id: int) -> None:
+    network = _network(network_id)
+    if network is not None and pipeline.network_validate(network=network):
+        _then(attack_network, network_id)
+
+
+@shared_task
+def attack_network(network_id: int) -> None:
+    network = _network(network_id)
+    if network is not None and pipeline.network_attack(network=network):
+        _then(cross_evaluate_network, network_id)
+
+
+@shared_task
+def cross_evaluate_network(network_id: int) -> None:
+    network = _network(network_id)
+    if network is not None and pipeline.network_cross_evaluate(network=network):
+        _then(rank_benchmark, network.benchmark_id)
+
+
+@shared_task
+def rank_benchmark(benchmark_id: int) -> None:
+    benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
+    if benchmark is not None:
+        benchmark_rank(benchmark=benchmark)
+
+
+def pipeline_enqueue(network: Network) -> None:
+    """Start (or restart) a network's pipeline once the current transaction commits."""
+    _then(validate_network, network.pk)
+
+
+@shared_task
+def rebuild_reference(benchmark_id: int, recipe: str) -> None:
+    from evaluator.services.benchmarks import reference_rebuild
+
+    benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
+    if benchmark is not None:
+        reference_rebuild(benchmark=benchmark, recipe=recipe)

