@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
 
 
 class SizeCappedUploadHandler(FileUploadHandler):
@@ -25,10 +27,12 @@ class SizeCappedUploadHandler(FileUploadHandler):
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         if content_length and content_length > settings.MAX_UPLOAD_BYTES + 64 * 1024:
+            # Declared too large: refuse without reading a byte of the body. Returning
+            # empty POST/FILES marks the parse as handled.
             self.exceeded = True
             if self.request is not None:
                 self.request.upload_too_large = True
-            raise StopUpload(connection_reset=False)
+            return QueryDict(encoding=encoding), MultiValueDict()
         return None
 
     def new_file(self, *args, **kwargs) -> None:
@@ -51,7 +55,11 @@ class SizeCappedUploadHandler(FileUploadHandler):
 
 
 def upload_problem(request) -> str | None:
-    """A user-readable reason the upload was cut off, if it was."""
+    """A user-readable reason the upload was cut off, if it was.
+
+    Reads request.FILES first: the handlers only run when the body is parsed.
+    """
+    request.FILES  # noqa: B018 - forces the multipart parse
     if getattr(request, "upload_too_large", False):
         return f"the archive is larger than the {settings.MAX_UPLOAD_BYTES // (1024 * 1024)} MB limit"
     if getattr(request, "upload_too_many_files", False):

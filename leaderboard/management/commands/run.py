@@ -38,6 +38,7 @@ class Command(BaseCommand):
 
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
         children: list[subprocess.Popen] = []
         if not no_worker:
             children.append(self.spawn(

@@ -1,0 +1,198 @@
+"""The JSON API of SPEC §5 over synthetic stored results."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from leaderboard.models import ApiToken, Network
+from leaderboard.services import token_create, token_revoke
+from tests.fakes import fake_network, fake_suite
+
+pytestmark = pytest.mark.django_db
+
+ROW_KEYS = {"id", "name", "level", "score", "status", "clean_accuracy", "universal_accuracy",
+            "universal_robustness", "universal_tier", "whitebox_accuracy", "is_reference", "flags"}
+
+
+@pytest.fixture
+def alice() -> User:
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob() -> User:
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("model/saved_model.pb", b"not really a graph")
+    return buf.getvalue()
+
+
+def _auth(user: User) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Token {token_create(user=user).key}"}
+
+
+def test_leaderboard_rows_sorted_by_level_then_score(client) -> None:
+    suite = fake_suite(references=4, uploads=3)
+    data = client.get("/api/leaderboard").json()
+    assert data["benchmark"] == "mnist-5k"
+    rows = data["networks"]
+    assert len(rows) == 7
+    assert ROW_KEYS <= set(rows[0])
+    keys = [(-(r["level"] or 0), -(r["score"] or 0)) for r in rows]
+    assert keys == sorted(keys)
+    refs = [r for r in rows if r["is_reference"]]
+    assert {r["id"] for r in refs} == {n.pk for n in suite.references}
+    first = Network.objects.get(pk=rows[0]["id"])
+    assert rows[0]["clean_accuracy"]["value"] == pytest.approx(first.clean_accuracy)
+    assert rows[0]["clean_accuracy"]["low"] < rows[0]["clean_accuracy"]["value"] < rows[0]["clean_accuracy"]["high"]
+    assert rows[0]["universal_robustness"] == pytest.approx(first.universal_accuracy / first.clean_accuracy)
+
+
+def test_unknown_benchmark_is_404(client) -> None:
+    fake_suite(references=2)
+    assert client.get("/api/leaderboard?benchmark=nope").status_code == 404
+
+
+def test_network_detail_has_confusions_and_pairwise(client) -> None:
+    suite = fake_suite(references=3, uploads=1)
+    up = suite.uploads[0]
+    data = client.get(f"/api/networks/{up.pk}").json()
+    assert data["id"] == up.pk and data["progress"] == 100
+    clean = np.array(data["confusion_matrices"]["clean"])
+    assert clean.shape == (10, 10) and clean.sum() == len(suite.labels)
+    assert len(data["pairwise"]) == 3
+    for item in data["pairwise"]:
+        assert 0.0 <= item["p_value"] <= 1.0
+        assert item["wins"] == (item["ours"] > item["theirs"])
+    assert "model_dir" not in data["info"]
+
+
+def test_matrix_is_square_and_matches_detail(client) -> None:
+    suite = fake_suite(references=3, uploads=2)
+    data = client.get("/api/matrix").json()
+    n = len(data["networks"])
+    assert n == 5 and np.array(data["matrix"]).shape == (n, n)
+    ids = [x["id"] for x in data["networks"]]
+    # Ordered by the ladder: references first, least robust first.
+    assert ids[:3] == suite.benchmark.ladder
+
+
+def test_private_network_invisible_to_others(client, alice, bob) -> None:
+    suite = fake_suite(references=2)
+    secret = fake_network(suite.benchmark, suite.labels, name="secret", strength=0.5, owner=alice,
+                          is_public=False, peers=suite.references, seed=5)
+    assert client.get(f"/api/networks/{secret.pk}").status_code == 404
+    assert client.get(f"/api/networks/{secret.pk}", **_auth(bob)).status_code == 404
+    assert client.get(f"/api/networks/{secret.pk}", **_auth(alice)).status_code == 200
+    ids = [r["id"] for r in client.get("/api/leaderboard").json()["networks"]]
+    assert secret.pk not in ids
+    matrix_ids = [x["id"] for x in client.get("/api/matrix").json()["networks"]]
+    assert secret.pk not in matrix_ids
+    assert client.get(f"/api/networks/{secret.pk}/adversarial.npz").status_code == 404
+
+
+def test_upload_requires_valid_token(client, alice) -> None:
+    fake_suite(references=2)
+    archive = io.BytesIO(_zip_bytes())
+    assert client.post("/api/networks", {"file": archive, "name": "x"}).status_code == 401
+    token = token_create(user=alice)
+    token_revoke(token=token)
+    archive.seek(0)
+    resp = client.post("/api/networks", {"file": archive, "name": "x"},
+                       HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert resp.status_code == 401
+
+
+def test_upload_accepted_returns_202_and_queues(client, alice, django_capture_on_commit_callbacks, monkeypatch) -> None:
+    fake_suite(references=2)
+    queued: list[int] = []
+    monkeypatch.setattr("evaluator.tasks.validate_network.delay", lambda pk: queued.append(pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = client.post("/api/networks", {"file": io.BytesIO(_zip_bytes()), "name": "mine",
+                                             "description": "<b>hi</b>"}, **_auth(alice))
+    assert resp.status_code == 202
+    body = resp.json()
+    net = Network.objects.get(pk=body["id"])
+    assert body["status"] == "queued" and body["url"].endswith(f"/api/networks/{net.pk}")
+    assert net.owner == alice and net.archive.endswith("upload.zip")
+    assert queued == [net.pk]
+
+
+@pytest.mark.parametrize(
+    "payload, status, words",
+    [
+        ({"file": b"\x00junk bytes here", "name": "junk"}, 400, "not a .zip or .tar.gz"),
+        ({"file": "ZIP", "name": ""}, 400, "name is required"),
+        ({"file": "ZIP", "name": "n" * 101}, 400, "longer than 100"),
+        ({"name": "nofile"}, 400, "exactly one file"),
+    ],
+)
+def test_upload_rejections(client, alice, payload, status, words) -> None:
+    fake_suite(references=2)
+    data = dict(payload)
+    if data.get("file") == "ZIP":
+        data["file"] = io.BytesIO(_zip_bytes())
+    elif "file" in data:
+        data["file"] = io.BytesIO(data["file"])
+    resp = client.post("/api/networks", data, **_auth(alice))
+    assert resp.status_code == status
+    assert words in resp.json()["error"]
+    assert Network.objects.filter(is_reference=False).count() == 0
+
+
+def test_upload_over_size_cap_is_413(client, alice, settings) -> None:
+    fake_suite(references=2)
+    settings.MAX_UPLOAD_BYTES = 10_000
+    big = io.BytesIO(b"PK\x03\x04" + b"\x00" * 50_000)
+    resp = client.post("/api/networks", {"file": big, "name": "big"}, **_auth(alice))
+    assert resp.status_code == 413
+    assert "limit" in resp.json()["error"]
+
+
+def test_upload_rate_limit(client, alice, settings, monkeypatch) -> None:
+    fake_suite(references=2)
+    settings.UPLOADS_PER_HOUR = 2
+    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: None)
+    headers = _auth(alice)
+    codes = [client.post("/api/networks", {"file": io.BytesIO(_zip_bytes()), "name": f"n{i}"},
+                         **headers).status_code for i in range(3)]
+    assert codes == [202, 202, 429]
+
+
+def test_delete_own_network_only(client, alice, bob, monkeypatch) -> None:
+    suite = fake_suite(references=2)
+    mine = fake_network(suite.benchmark, suite.labels, name="mine", strength=0.5, owner=alice,
+                        peers=suite.references, seed=3)
+    monkeypatch.setattr("evaluator.tasks.rank_benchmark.delay", lambda pk: None)
+    assert client.delete(f"/api/networks/{mine.pk}", **_auth(bob)).status_code == 403
+    assert client.delete(f"/api/networks/{mine.pk}", **_auth(alice)).status_code == 200
+    assert not Network.objects.filter(pk=mine.pk).exists()
+
+
+def test_downloads_are_npz(client) -> None:
+    suite = fake_suite(references=2)
+    ref = suite.references[0]
+    resp = client.get(f"/api/networks/{ref.pk}/adversarial.npz")
+    assert resp.status_code == 200
+    data = np.load(io.BytesIO(b"".join(resp.streaming_content)))
+    assert data["adversarial"].shape[0] == len(suite.labels)
+    resp = client.get("/api/benchmarks/mnist-5k/universal.npz")
+    assert resp.status_code == 200
+    data = np.load(io.BytesIO(b"".join(resp.streaming_content)))
+    assert data["perturbations"].shape[0] == 6
+
+
+def test_create_token_command(alice, capsys) -> None:
+    call_command("create_token", "alice")
+    key = capsys.readouterr().out.strip()
+    assert ApiToken.objects.get(key=key).user == alice
