@@ -70,3 +70,10 @@ def rebuild_reference(benchmark_id: int, recipe: str) -> None:
     benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
     if benchmark is not None:
         reference_rebuild(benchmark=benchmark, recipe=recipe)
+
+
+@shared_task
+def reap_jobs() -> list[int]:
+    from evaluator.services.reaper import jobs_reap
+
+    return jobs_reap()

@@ -8,6 +8,7 @@ or broken model can crash, hang or blow up memory without taking the worker down
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Stage:
     status: str
     start: int
     end: int
+
+
+def worker_id() -> str:
+    """host:pid of this process, so a reaper on the same host can tell it is dead."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def job_open(*, kind: str, benchmark: Benchmark, network: Network | None = None) -> Job:
@@ -129,7 +135,7 @@ def job_run(
         job.state = Job.State.RUNNING
         job.started_at = job.started_at or timezone.now()
         job.heartbeat_at = timezone.now()
-        job.worker = socket.gethostname()
+        job.worker = worker_id()
         job.append_log(f"attempt {job.attempts} on {job.worker}: {target}")
         job.save()
         workdir = storage.job_workdir(job.pk)

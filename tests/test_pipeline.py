@@ -1,0 +1,192 @@
+"""The whole pipeline in-process (engine work in real sandboxed children) on the
+session's mini benchmark: stored numbers against direct recomputation, the `rank`
+command on the two usual export styles, incremental cost, statuses, rejections."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.db.models.signals import post_save
+
+from evaluator.engine.datasets import load_dataset
+from evaluator.models import AdversarialDataset, Evaluation
+from evaluator.services import storage
+from evaluator.services.pipeline import network_run_pipeline
+from leaderboard import services
+from leaderboard.models import Network
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+S = Network.Status
+
+
+def _rank(path: Path, name: str, capsys) -> dict:
+    try:
+        call_command("rank", str(path), "--name", name, "--benchmark", "mini")
+    except SystemExit as exc:
+        assert exc.code != 0
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def test_mini_benchmark_matrix_matches_direct_recomputation(mini_benchmark) -> None:
+    from evaluator.engine.network import load_network
+
+    bench = mini_benchmark
+    refs = list(Network.objects.filter(benchmark=bench, is_reference=True).select_related("adversarial"))
+    assert {n.recipe for n in refs} == {"control", "down50", "adv-trained"}
+    assert all(n.status == S.RANKED for n in refs)
+    assert sorted(bench.ladder) == sorted(n.pk for n in refs)
+    ds = load_dataset(storage.media_path(bench.data_file))
+    loaded = {
+        n.pk: load_network(storage.media_path(n.info["model_dir"]), expected_shape=ds.shape,
+                           num_classes=ds.num_classes)
+        for n in refs
+    }
+    for a in refs:
+        clean = (loaded[a.pk].predict(ds.x_eval) == ds.y_eval).mean()
+        assert a.clean_accuracy == pytest.approx(clean)
+        for b in refs:
+            if a.pk == b.pk:
+                continue
+            adv = np.load(storage.media_path(b.adversarial.file))["adversarial"]
+            direct = (loaded[a.pk].predict(adv) == ds.y_eval).mean()
+            assert Evaluation.objects.get(network=a, source=b).accuracy == pytest.approx(direct)
+        # Every stored adversarial image stays inside the epsilon ball and [0, 1].
+        adv = np.load(storage.media_path(a.adversarial.file))["adversarial"]
+        assert np.abs(adv - ds.x_eval).max() <= bench.epsilon + 1e-5
+        assert adv.min() >= 0.0 and adv.max() <= 1.0
+
+
+def test_adversarially_trained_reference_tops_the_mini_ladder(mini_benchmark) -> None:
+    top = Network.objects.get(pk=mini_benchmark.ladder[-1])
+    assert top.recipe == "adv-trained"
+
+
+def test_rank_command_on_keras_export(mini_benchmark, tiny_cnn_dir, capsys) -> None:
+    result = _rank(tiny_cnn_dir, "keras-export", capsys)
+    assert result["status"] == "ranked", result
+    for key in ("id", "name", "status", "level", "score", "clean_accuracy", "universal_accuracy",
+                "whitebox_accuracy", "flags"):
+        assert key in result
+    assert result["clean_accuracy"] > 0.7
+    assert result["whitebox_accuracy"] < result["clean_accuracy"]
+    assert isinstance(result["level"], int)
+
+
+def test_rank_command_on_tf_module_with_custom_signature_and_probabilities(
+    mini_benchmark, tiny_cnn, tmp_path, capsys
+) -> None:
+    import tensorflow as tf
+
+    class Classifier(tf.Module):
+        def __init__(self, model) -> None:
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+        def classify(self, images):
+            return {"probabilities": tf.nn.softmax(self.model(images))}
+
+    module = Classifier(tiny_cnn)
+    tf.saved_model.save(module, str(tmp_path / "module"), signatures={"classify": module.classify})
+    result = _rank(tmp_path / "module", "tf-module", capsys)
+    assert result["status"] == "ranked", result
+    assert "probabilities" in result["flags"]
+
+
+def test_adding_networks_costs_2n_plus_2_evaluations_and_rewrites_nothing(
+    mini_benchmark, tiny_cnn_dir
+) -> None:
+    bench = mini_benchmark
+    for round_ in range(2):
+        n = Network.objects.filter(benchmark=bench, status=S.RANKED).count()
+        before = {e.pk: (e.accuracy, e.created_at, bytes(e.predictions)) for e in Evaluation.objects.all()}
+        attacks_before = AdversarialDataset.objects.count()
+        net = services.network_register_path(benchmark=bench, path=tiny_cnn_dir, name=f"inc-{round_}",
+                                             enqueue=False)
+        assert network_run_pipeline(network=net)
+        after = {e.pk: (e.accuracy, e.created_at, bytes(e.predictions)) for e in Evaluation.objects.all()}
+        assert len(after) - len(before) == 2 * n + 2
+        assert AdversarialDataset.objects.count() - attacks_before == 1
+        assert all(after[pk] == value for pk, value in before.items())
+
+
+def test_status_walks_through_every_stage(mini_benchmark, tiny_cnn_dir) -> None:
+    seen: list[str] = []
+
+    def record(sender, instance: Network, **kwargs) -> None:
+        if not seen or seen[-1] != instance.status:
+            seen.append(instance.status)
+
+    post_save.connect(record, sender=Network)
+    try:
+        net = services.network_register_path(benchmark=mini_benchmark, path=tiny_cnn_dir, name="stages",
+                                             enqueue=False)
+        network_run_pipeline(network=net)
+    finally:
+        post_save.disconnect(record, sender=Network)
+    net.refresh_from_db()
+    assert seen[:5] == [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING]
+    assert net.status == S.RANKED and net.progress == 100
+
+
+def _zip(files: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    buf.seek(0)
+    return buf
+
+
+def _zip_folder(folder: Path) -> io.BytesIO:
+    return _zip({f"m/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+
+
+def _wrong_shape_model(tmp_path: Path) -> Path:
+    import keras
+
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model.export(str(tmp_path / "wrong"), verbose=False)
+    return tmp_path / "wrong"
+
+
+def _read_file_model(tmp_path: Path) -> Path:
+    import tensorflow as tf
+
+    class Sneaky(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)])
+        def serve(self, x):
+            secret = tf.strings.length(tf.io.read_file("/etc/hostname"))
+            return tf.reshape(tf.reduce_mean(x, axis=[1, 2, 3]), [-1, 1]) * tf.ones([1, 10]) + tf.cast(secret, tf.float32)
+
+    module = Sneaky()
+    tf.saved_model.save(module, str(tmp_path / "sneaky"), signatures={"serving_default": module.serve})
+    return tmp_path / "sneaky"
+
+
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda tmp: _zip({"readme.txt": b"no model here"}), "no saved_model.pb"),
+        (lambda tmp: _zip_folder(_wrong_shape_model(tmp)), "input shape"),
+        (lambda tmp: _zip_folder(_read_file_model(tmp)), "ReadFile"),
+    ],
+    ids=["no-model", "wrong-shape", "read-file-op"],
+)
+def test_contract_breaches_end_rejected_with_reason(mini_benchmark, tmp_path, build, words) -> None:
+    archive = build(tmp_path)
+    net = services.network_upload(benchmark=mini_benchmark, owner=None, name="bad", archive=archive,
+                                  enqueue=False)
+    assert network_run_pipeline(network=net) is False
+    net.refresh_from_db()
+    assert net.status == S.REJECTED
+    assert words in net.reason
+    assert not Evaluation.objects.filter(network=net).exists()
