@@ -220,17 +220,27 @@ def fit(
     return history
 
 
-def fit_classifier(ctx: BuildContext, model: keras.Model, p: Params, *, x: np.ndarray | None = None,
-                   y: np.ndarray | None = None, transform: BatchFn | None = None,
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """Train a classifier with the control schedule (default: on the train split)."""
+def fit_classifier(
+    ctx: BuildContext,
+    model: keras.Model,
+    p: Params,
+    *,
+    x: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    loss: LossFn = sparse_ce,
+    transform: BatchFn | None = None,
+    progress: Progress | None = None,
+    evaluate: keras.Model | None = None,
+) -> dict[str, Any]:
+    """Train with the control schedule (default: on the train split) and report the
+    final loss and train accuracy of `evaluate` (default: the trained model itself)."""
     x = ctx.dataset.x_train if x is None else x
     y = ctx.dataset.y_train if y is None else y
     history = fit(
         model, x, y, epochs=p["epochs"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
-        seed=ctx.seed, transform=transform, progress=progress or ctx.stage(0.0, 0.95),
+        seed=ctx.seed, loss=loss, transform=transform, progress=progress or ctx.stage(0.0, 0.95),
     )
-    return {"final_loss": round(history[-1], 5), "train_accuracy": round(accuracy(model, x, y), 4)}
+    return {"final_loss": round(history[-1], 5), "train_accuracy": round(accuracy(evaluate or model, x, y), 4)}
 
 
 # --------------------------------------------------------------------------- evaluation
