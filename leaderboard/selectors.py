@@ -212,3 +212,29 @@ def matrix_for(*, user: User, benchmark: Benchmark) -> dict[str, Any]:
 
 def jobs_for(*, network: Network) -> QuerySet[Job]:
     return network.jobs.order_by("created_at")
+
+
+def network_page_confusions(*, network: Network, user: User) -> dict[str, Any]:
+    """Confusion matrices for the network page: clean, universal, own attack, and the
+    attacks of every other network the *viewer* may see; a fixed number of queries."""
+    visible = visible_networks(user=user, benchmark=network.benchmark).values("pk")
+    evals = (
+        Evaluation.objects.filter(network=network)
+        .filter(Q(source__isnull=True) | Q(source__in=visible))
+        .select_related("source")
+        .only("network_id", "kind", "source_id", "source__name", "confusion")
+    )
+    out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
+    for e in evals:
+        if e.source_id is None:
+            if e.kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
+                out[e.kind] = e.confusion
+        else:
+            out["others"].append({"name": e.source.name, "id": e.source_id, "confusion": e.confusion})
+    adv = AdversarialDataset.objects.filter(network=network).only("network_id", "predictions").first()
+    if adv is not None and network.benchmark.data_file:
+        labels = storage.eval_labels(network.benchmark.data_file)
+        out["own"] = metrics.confusion_matrix(
+            labels, adv.prediction_array(), network.benchmark.num_classes
+        ).tolist()
+    return out

@@ -1,7 +1,8 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from leaderboard.views import api
+from leaderboard.views import accounts, api, pages
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,4 +12,23 @@ urlpatterns = [
     path("api/networks/<int:pk>", api.network_detail, name="api-network"),
     path("api/networks/<int:pk>/adversarial.npz", api.adversarial_npz, name="api-adversarial"),
     path("api/benchmarks/<slug:name>/universal.npz", api.universal_npz, name="api-universal"),
+    # Pages
+    path("", pages.index, name="index"),
+    path("networks/upload/", pages.upload, name="upload"),
+    path("networks/<int:pk>/", pages.network_detail, name="network"),
+    path("networks/<int:pk>/gallery/<int:index>.png", pages.gallery_image, name="network-gallery"),
+    path("networks/<int:pk>/badge.svg", pages.network_badge, name="network-badge"),
+    path("networks/<int:pk>/visibility/", pages.network_visibility, name="network-visibility"),
+    path("networks/<int:pk>/delete/", pages.network_delete, name="network-delete"),
+    path("matrix/", pages.matrix, name="matrix"),
+    path("benchmark/", pages.benchmark, name="benchmark"),
+    path("benchmark/samples.png", pages.benchmark_samples, name="benchmark-samples"),
+    path("benchmark/universal.png", pages.benchmark_universal, name="benchmark-universal"),
+    # Accounts
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/signup/", accounts.signup, name="signup"),
+    path("accounts/profile/", accounts.profile, name="profile"),
+    path("accounts/tokens/", accounts.token_create, name="token-create"),
+    path("accounts/tokens/<int:pk>/revoke/", accounts.token_revoke, name="token-revoke"),
 ]

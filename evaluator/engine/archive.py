@@ -92,7 +92,8 @@ def find_saved_model(root: Path) -> Path:
     if len(found) > 1:
         names = ", ".join(_display(root, p) for p in found)
         raise ArchiveError(f"the archive holds several SavedModels ({names}); upload exactly one")
-    others = sorted(p for n in ("saved_model.pbtxt", "saved_model.cpb") for p in _regular_files(root, n))
+    text_forms = ("saved_model.pbtxt", "saved_model.cpb")
+    others = sorted(p for n in text_forms for p in _regular_files(root, n))
     if others:
         raise ArchiveError(
             f"found {_display(root, others[0])}, but only a binary saved_model.pb is accepted "
@@ -258,12 +259,12 @@ def _safe_relpath(name: str) -> PurePosixPath | None:
     if name.startswith("/") or _DRIVE.match(name):
         raise ArchiveError(f"member '{name}' has an absolute path")
     if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
-        raise ArchiveError(f"member '{name[:80]}...' has a name longer than {_MAX_NAME_BYTES} bytes")
+        raise ArchiveError(f"member '{name[:80]}...' has a name over {_MAX_NAME_BYTES} bytes")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise ArchiveError(f"member '{name}' escapes the archive folder")
     if any(len(p.encode("utf-8", "surrogateescape")) > _MAX_PART_BYTES for p in parts):
-        raise ArchiveError(f"member '{name[:80]}' has a path component over {_MAX_PART_BYTES} bytes")
+        raise ArchiveError(f"member '{name[:80]}' has a path part over {_MAX_PART_BYTES} bytes")
     return PurePosixPath(*parts) if parts else None
 
 
@@ -279,7 +280,9 @@ def _extract_zip(raw: _CountingReader, writer: _Writer) -> None:
             writer.count_member()
             mode = info.external_attr >> 16  # Unix mode bits, when made on Unix
             if stat.S_ISLNK(mode):
-                raise ArchiveError(f"member '{info.filename}' is a symbolic link; links are not allowed")
+                raise ArchiveError(
+                    f"member '{info.filename}' is a symbolic link; links are not allowed"
+                )
             # Type bits are often absent (0) in zips; only set-and-special is refused.
             if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise ArchiveError(f"member '{info.filename}' is not a regular file or folder")
@@ -310,7 +313,7 @@ class _SafeTarInfo(tarfile.TarInfo):
 
 def _extract_tar(raw: _CountingReader, writer: _Writer, *, compressed: bool) -> None:
     # Stream mode ("r|"): members are read once, in order, with no index built up front.
-    source: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw  # type: ignore[assignment]
+    source = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
     with tarfile.open(fileobj=source, mode="r|", tarinfo=_SafeTarInfo) as tf:
         for member in _tar_members(tf, writer):
             if member.isdir():

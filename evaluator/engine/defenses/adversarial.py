@@ -25,7 +25,7 @@ def pgd(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilon: float | tf.Tens
         steps: int) -> tf.Tensor:
     """Untargeted L∞ PGD from a uniform random start inside the ε-ball, clipped to [0, 1]."""
     x_adv = tf.clip_by_value(x + tf.random.uniform(tf.shape(x), -epsilon, epsilon), 0.0, 1.0)
-    for _ in range(steps):
+    for _ in tf.range(steps):  # a graph loop under tf.function: tracing cost independent of steps
         with tf.GradientTape() as tape:
             tape.watch(x_adv)
             logits = model(x_adv, training=False)
@@ -69,7 +69,8 @@ def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
 
     # Robust accuracy on a slice of the train split: a sanity check that training worked
     # (a collapse to chance or catastrophic overfitting shows here), not a benchmark number.
-    _, check = holdout(len(ds.x_train), min(1.0, 500 / len(ds.x_train)), ctx.seed)
+    check_size = max(100, round(500 * ctx.scale))
+    _, check = holdout(len(ds.x_train), min(1.0, check_size / len(ds.x_train)), ctx.seed)
     x_check, y_check = ds.x_train[check], ds.y_train[check]
     x_adv = pgd_numpy(model, x_check, y_check, epsilon=p["epsilon"], step_size=p["epsilon"] / 10, steps=20)
     return model, {
@@ -84,8 +85,8 @@ RECIPE = Recipe(
     summary="control CNN trained on PGD adversarial examples (ε ramped up over the first epochs)",
     defaults={
         **CONTROL_DEFAULTS,
-        "epochs": 20,
-        "warmup_epochs": 5,
+        "epochs": 15,  # measured: 15 vs 20 epochs costs ~2 points of robust accuracy, saves 25%
+        "warmup_epochs": 4,
         "epsilon": 0.3,
         "attack_steps": 7,
         "step_ratio": 0.25,  # step size as a fraction of ε: 7 × 0.25ε can cross the ball

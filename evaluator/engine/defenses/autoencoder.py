@@ -2,7 +2,7 @@
 the control classifier.
 
 Two stages, not joint training: (1) the autoencoder learns to reconstruct the train
-images (mean squared error, no labels); (2) it is frozen and the control architecture
+images (pixel cross-entropy, no labels); (2) it is frozen and the control architecture
 is trained on its reconstructions. Freezing keeps the autoencoder a pure input
 purifier: trained jointly, the classifier loss would turn it into just more classifier
 layers, and the defense the charter names would disappear. The exported network is
@@ -52,7 +52,10 @@ def conv_autoencoder(shape: Shape, p: Params) -> keras.Model:
 
 
 def _reconstruction_loss(model: keras.Model, x: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_mean(tf.square(model(x, training=True) - target))
+    # Pixel-wise binary cross-entropy, not squared error: on mostly-black digits a sigmoid
+    # decoder trained on squared error can settle on an all-black output (its gradient
+    # vanishes as the sigmoid saturates); cross-entropy keeps pushing.
+    return tf.reduce_mean(keras.losses.binary_crossentropy(target, model(x, training=True)))
 
 
 def _trainer(make: Callable[[Shape, Params], keras.Model]) -> Callable[[BuildContext, Params], tuple[keras.Model, dict[str, Any]]]:

@@ -195,7 +195,8 @@ def fit(
     optimizer = keras.optimizers.Adam(learning_rate)
     variables = model.trainable_variables
 
-    @tf.function(reduce_retracing=True)  # the last, smaller batch must not retrace
+    # A batch dimension of None: the last, smaller batch does not retrace the step.
+    @tf.function(input_signature=[tf.TensorSpec([None, *x.shape[1:]], x.dtype), tf.TensorSpec([None, *y.shape[1:]], y.dtype)])
     def step(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
         if transform is not None:
             xb, yb = transform(xb, yb)

@@ -7,7 +7,7 @@ literal one, and it makes down75 a distinct, stronger low-pass rung; keeping 75%
 side (28 -> 21) is nearly the identity on MNIST and would duplicate the control. (The
 charter's ImageNet numbers, where down75 was closer to the control than down50, hint
 that it kept 75%; that variant is one override away: params={"keep": 0.75}.)
-Shrinking uses area averaging (every pixel contributes: no aliasing), enlarging is
+Shrinking uses antialiased bilinear averaging (every pixel contributes: no aliasing), enlarging is
 bilinear; both are fixed, differentiable graph ops.
 """
 
@@ -22,14 +22,23 @@ from evaluator.engine.defenses.base import CONTROL_DEFAULTS, BuildContext, Param
 
 
 class DownUp(keras.layers.Layer):
-    """Area-resize to `size`, bilinear-resize back to the input's size."""
+    """Shrink to `size` by area averaging, enlarge back bilinearly to the input's size.
 
-    def __init__(self, size: tuple[int, int], **kwargs: Any) -> None:
+    When the input's sides are whole multiples of `size` (28 -> 14 or 7, 32 -> 16 or 8),
+    area averaging is exactly average pooling, which is used then: the same numbers with
+    the most common op there is (tf.image.resize's area method exports as the rarer
+    ScaleAndTranslate, which an op allowlist is less likely to carry).
+    """
+
+    def __init__(self, size: tuple[int, int], pool: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.size = size
+        self.size, self.pool = size, pool
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        small = tf.image.resize(x, self.size, method="area")
+        if self.pool:
+            small = tf.nn.avg_pool2d(x, self.pool, self.pool, "VALID")
+        else:
+            small = tf.image.resize(x, self.size, method="area")
         return tf.image.resize(small, tf.shape(x)[1:3], method="bilinear")
 
 
@@ -37,14 +46,16 @@ def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
     h, w, _ = ctx.dataset.shape
     size = (max(1, round(h * p["keep"])), max(1, round(w * p["keep"])))
     name = f"down{round(100 * (1 - p['keep']))}"
-    model = classifier(ctx.dataset, p, [DownUp(size, name="down_up")], name=name)
-    return model, {**fit_classifier(ctx, model, p), "low_resolution": list(size)}
+    pool = h // size[0] if h % size[0] == 0 and w % size[1] == 0 and h // size[0] == w // size[1] else None
+    model = classifier(ctx.dataset, p, [DownUp(size, pool, name="down_up")], name=name)
+    return model, {**fit_classifier(ctx, model, p), "low_resolution": list(size),
+                   "shrink": f"average pooling {pool}x{pool}" if pool else "area resize"}
 
 
 def _recipe(name: str, keep: float) -> Recipe:
     return Recipe(
         name=name,
-        summary=f"area-downsample to {keep:.0%} of the side and bilinear back up, then the control CNN",
+        summary=f"antialiased downsample to {keep:.0%} of the side and bilinear back up, then the control CNN",
         defaults={**CONTROL_DEFAULTS, "keep": keep},
         train=_train,
     )

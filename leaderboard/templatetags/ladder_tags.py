@@ -1,0 +1,89 @@
+"""Small formatting helpers for the pages (percentages, intervals, the ladder glyph)."""
+
+from __future__ import annotations
+
+from django import template
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+register = template.Library()
+
+FLAG_TEXT = {
+    "gradient-masking": "gradients vanish on most images: the attack could not move (gradient masking suspected)",
+    "non-deterministic": "two passes over the same images gave different outputs",
+    "probabilities": "the network outputs probabilities, not logits",
+    "low-accuracy": "clean accuracy below twice chance",
+}
+
+
+@register.filter
+def pct(value, digits: int = 1) -> str:
+    if value is None or value == "":
+        return "—"
+    try:
+        return f"{float(value) * 100:.{int(digits)}f}%"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def num(value, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "—"
+    try:
+        return f"{float(value):.{int(digits)}f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def pvalue(p) -> str:
+    if p is None:
+        return "—"
+    p = float(p)
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3f}"
+
+
+@register.filter
+def sortval(value) -> str:
+    """A value for the data-sort attribute (empty cells sort last)."""
+    if value is None or value == "":
+        return ""
+    return f"{float(value):.6f}"
+
+
+@register.simple_tag
+def accuracy(network, prefix: str) -> SafeString:
+    """"95.0% 93.9–96.0" with the 95% Wilson interval (or a dash)."""
+    value = getattr(network, f"{prefix}_accuracy", None)
+    if value is None:
+        return mark_safe('<span class="muted">—</span>')
+    low = getattr(network, f"{prefix}_low", None)
+    high = getattr(network, f"{prefix}_high", None)
+    if low is None or high is None:
+        return format_html('<span class="acc">{}</span>', pct(value))
+    return format_html(
+        '<span class="acc">{}</span> <span class="ci" title="95% Wilson interval">{}–{}</span>',
+        pct(value), f"{low * 100:.1f}", f"{high * 100:.1f}",
+    )
+
+
+@register.simple_tag
+def ladder_glyph(level, rungs: int) -> SafeString:
+    """A compact ladder: one rung per reference, the first `level` filled."""
+    rungs = max(int(rungs or 0), 1)
+    if level is None:
+        return mark_safe("")
+    level = int(level)
+    cells = format_html_join(
+        "", '<i class="{}"></i>', (("on" if k <= level else "",) for k in range(1, rungs + 1))
+    )
+    return format_html('<span class="glyph" title="level {} of {}" aria-hidden="true">{}</span>',
+                       level, rungs, cells)
+
+
+@register.filter
+def flag_text(flag: str) -> str:
+    return FLAG_TEXT.get(flag, flag)

@@ -1,0 +1,424 @@
+"""HTML pages: leaderboard, network, matrix, benchmark, upload, badge, gallery images.
+
+Reads go through leaderboard.selectors, writes through leaderboard.services; every
+page issues a bounded number of queries whatever the number of networks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from evaluator.models import AdversarialDataset, UniversalSet
+from evaluator.services import storage
+from leaderboard import badge as badges
+from leaderboard import gallery, plots, selectors, services
+from leaderboard.forms import UploadForm, size_limit_text
+from leaderboard.models import Benchmark, Network
+from leaderboard.uploads import upload_problem
+
+S = Network.Status
+KINDS = ("all", "references", "uploads")
+FULL_TABLE_MAX = 60  # networks; a bigger matrix table keeps only the reference columns
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _benchmark_or_none(request: HttpRequest) -> tuple[Benchmark | None, str]:
+    """The requested benchmark (default settings.DEFAULT_BENCHMARK), None if absent.
+
+    An explicitly named benchmark that does not exist is a 404; the default one not
+    existing yet means the service is still being set up: the pages say so.
+    """
+    name = (request.GET.get("benchmark") or "").strip()
+    if name and name != settings.DEFAULT_BENCHMARK:
+        return selectors.benchmark_get(name), name
+    name = settings.DEFAULT_BENCHMARK
+    return Benchmark.objects.filter(name=name).first(), name
+
+
+def _benchmark_names() -> list[str]:
+    return list(Benchmark.objects.order_by("name").values_list("name", flat=True))
+
+
+def _ladder_size(bench: Benchmark) -> int:
+    return len(bench.ladder or []) or 10
+
+
+def _building_context(bench: Benchmark | None, name: str) -> dict[str, Any]:
+    """The 'benchmark is being built' state, for a missing, new, building or failed benchmark."""
+    if bench is None:
+        return {"building": {"name": name, "state": "new", "stage": "not started yet",
+                             "progress": 0, "failed": False}}
+    if bench.state == Benchmark.State.READY:
+        return {}
+    return {
+        "building": {
+            "name": bench.name,
+            "state": bench.state,
+            "stage": bench.stage or ("waiting for a worker" if bench.state == Benchmark.State.NEW else bench.state),
+            "progress": bench.progress or 0,
+            "failed": bench.state == Benchmark.State.FAILED,
+        }
+    }
+
+
+def _query_suffix(bench: Benchmark | None) -> str:
+    if bench is None or bench.name == settings.DEFAULT_BENCHMARK:
+        return ""
+    return f"?benchmark={bench.name}"
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    bench, name = _benchmark_or_none(request)
+    kind = request.GET.get("kind", "all")
+    if kind not in KINDS:
+        kind = "all"
+    context: dict[str, Any] = {
+        "benchmark": bench,
+        "benchmark_names": _benchmark_names(),
+        "kind": kind,
+        "nav": "leaderboard",
+        "query": _query_suffix(bench),
+        **_building_context(bench, name),
+    }
+    if bench is not None:
+        networks = selectors.leaderboard_networks(user=request.user, benchmark=bench)
+        rank = 0
+        rows = []
+        for n in networks:
+            ranked = n.status == S.RANKED and n.level is not None
+            if ranked:
+                rank += 1
+            if kind == "references" and not n.is_reference:
+                continue
+            if kind == "uploads" and n.is_reference:
+                continue
+            rows.append({"network": n, "rank": rank if ranked else None, "ranked": ranked})
+        ladder = list(bench.ladder or [])
+        rung = {pk: k for k, pk in enumerate(ladder, start=1)}
+        for row in rows:
+            row["rung"] = rung.get(row["network"].pk)
+        context.update(
+            rows=rows,
+            rungs=_ladder_size(bench),
+            any_running=any(r["network"].is_running for r in rows),
+            counts={
+                "references": sum(1 for n in networks if n.is_reference),
+                "uploads": sum(1 for n in networks if not n.is_reference),
+            },
+        )
+    return render(request, "leaderboard/index.html", context)
+
+
+# --------------------------------------------------------------------------- network page
+
+
+def _deciding_sentence(network: Network, comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
+    decisive = next((c for c in comparisons if c.get("deciding") and "ours" in c), None)
+    if decisive is None:
+        return None
+    return {
+        "wins": decisive["wins"],
+        "reference": decisive["reference"],
+        "position": decisive["position"],
+        "ours": decisive["ours"],
+        "theirs": decisive["theirs"],
+        "p_value": decisive["p_value"],
+        "significant": decisive["significant"],
+    }
+
+
+def _gallery_items(network: Network, adv: AdversarialDataset | None) -> list[dict[str, Any]]:
+    if adv is None or not network.benchmark.data_file:
+        return []
+    try:
+        labels = storage.eval_labels(network.benchmark.data_file)
+        targets = gallery.eval_targets(network.benchmark.data_file, adv.file)
+    except (FileNotFoundError, OSError, KeyError, ValueError):
+        return []
+    predictions = adv.prediction_array()
+    if len(predictions) != len(labels):
+        return []
+    names = list(network.benchmark.class_names or [])
+
+    def cls(k: int | None) -> str:
+        if k is None:
+            return "—"
+        return names[k] if 0 <= k < len(names) else str(k)
+
+    items = []
+    for i in gallery.gallery_indices(labels, predictions, targets):
+        y, p = int(labels[i]), int(predictions[i])
+        t = int(targets[i]) if targets is not None else None
+        items.append({
+            "index": i, "label": cls(y), "target": cls(t), "predicted": cls(p),
+            "hit": t is not None and p == t, "correct": p == y,
+        })
+    return items
+
+
+@require_GET
+def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    network = selectors.network_get_visible(user=request.user, pk=pk)
+    bench = network.benchmark
+    adv = AdversarialDataset.objects.filter(network=network).first()
+    comparisons = selectors.reference_comparisons(network=network) if adv is not None else []
+    confusions = selectors.network_page_confusions(network=network, user=request.user)
+    others = list(confusions["others"])
+    others.sort(key=lambda o: o["name"].lower())
+    class_names = list(bench.class_names or []) or [str(i) for i in range(bench.num_classes)]
+    figures = {}
+    for key, title in (("clean", "clean images"), ("universal", "universal perturbations"),
+                       ("own", "its own attack (white-box)")):
+        if confusions.get(key) is not None:
+            figures[key] = plots.script_json(plots.confusion_figure(confusions[key], class_names, title=title))
+    if others:
+        figures["other"] = plots.script_json(
+            plots.confusion_figure(others[0]["confusion"], class_names, title=f"attack of {others[0]['name']}")
+        )
+    wins = sum(1 for c in comparisons if c.get("wins") is True)
+    losses = sum(1 for c in comparisons if c.get("wins") is False)
+    badge_url = request.build_absolute_uri(reverse("network-badge", args=[network.pk]))
+    page_url = request.build_absolute_uri(reverse("network", args=[network.pk]))
+    context = {
+        "network": network,
+        "benchmark": bench,
+        "nav": "leaderboard",
+        "adv": adv,
+        "can_manage": selectors.can_manage(user=request.user, network=network),
+        "comparisons": comparisons,
+        "wins": wins,
+        "losses": losses,
+        "deciding": _deciding_sentence(network, comparisons),
+        "rungs": _ladder_size(bench),
+        "figures": figures,
+        "others": [{"id": o["id"], "name": o["name"], "confusion": o["confusion"]} for o in others],
+        "class_names": class_names,
+        "gallery": _gallery_items(network, adv),
+        "badge_markdown": f"[![robustness]({badge_url})]({page_url})",
+        "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
+        "running": network.is_running,
+        "stages": [*Network.RUNNING, S.RANKED],
+        "query": _query_suffix(bench),
+        "image_w": bench.width * gallery.scale_for(bench.height, bench.width),
+        "image_h": bench.height * gallery.scale_for(bench.height, bench.width),
+    }
+    return render(request, "leaderboard/network.html", context)
+
+
+@require_GET
+@cache_control(max_age=3600)
+def gallery_image(request: HttpRequest, pk: int, index: int) -> HttpResponse:
+    network = selectors.network_get_visible(user=request.user, pk=pk)
+    part = request.GET.get("part", "adversarial")
+    if part not in gallery.PARTS:
+        raise Http404("part must be original, perturbation or adversarial")
+    adv = AdversarialDataset.objects.filter(network=network).first()
+    if adv is None or not 0 <= index < adv.total:
+        raise Http404("no such adversarial image")
+    try:
+        data = gallery.gallery_png(network=network, adversarial=adv, index=index, part=part)
+    except (FileNotFoundError, KeyError, IndexError) as exc:
+        raise Http404("the image files are missing") from exc
+    return HttpResponse(data, content_type="image/png")
+
+
+@require_GET
+def network_badge(request: HttpRequest, pk: int) -> HttpResponse:
+    network = selectors.network_get_visible(user=request.user, pk=pk)
+    svg = badges.badge_svg(network, ladder_size=_ladder_size(network.benchmark))
+    response = HttpResponse(svg, content_type="image/svg+xml; charset=utf-8")
+    response["Cache-Control"] = "max-age=300"
+    # Opened on its own, the SVG must not run anything (it never contains script).
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+def _managed(request: HttpRequest, pk: int) -> Network:
+    network = selectors.network_get_visible(user=request.user, pk=pk)
+    if not selectors.can_manage(user=request.user, network=network):
+        raise PermissionDenied("only the owner can change this network")
+    return network
+
+
+@login_required
+@require_POST
+def network_visibility(request: HttpRequest, pk: int) -> HttpResponse:
+    network = _managed(request, pk)
+    public = request.POST.get("public", "") in ("1", "true", "on", "yes")
+    services.network_set_public(network=network, is_public=public)
+    messages.success(request, f"“{network.name}” is now {'public' if public else 'private'}.")
+    return redirect("network", pk=network.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def network_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    network = _managed(request, pk)
+    if request.method == "POST":
+        name = network.name
+        services.network_delete(network=network)
+        messages.success(request, f"“{name}” was deleted.")
+        return redirect("profile")
+    return render(request, "leaderboard/network_delete.html", {"network": network, "nav": ""})
+
+
+# --------------------------------------------------------------------------- matrix
+
+
+@require_GET
+def matrix(request: HttpRequest) -> HttpResponse:
+    bench, name = _benchmark_or_none(request)
+    context: dict[str, Any] = {"benchmark": bench, "nav": "matrix", "benchmark_names": _benchmark_names(),
+                               "query": _query_suffix(bench), **_building_context(bench, name)}
+    if bench is not None:
+        data = selectors.matrix_for(user=request.user, benchmark=bench)
+        ladder = list(bench.ladder or [])
+        labels = plots.matrix_labels(data["networks"], ladder)
+        M = np.asarray(data["matrix"], dtype=np.float64)
+        n = len(data["networks"])
+        # The HTML table repeats the heatmap for small suites; past FULL_TABLE_MAX
+        # networks it keeps the columns that decide levels (the references' attacks).
+        if n <= FULL_TABLE_MAX:
+            columns = list(range(n))
+        else:
+            references = set(ladder)
+            columns = [i for i, net in enumerate(data["networks"]) if net["id"] in references]
+        table = []
+        for i, net in enumerate(data["networks"]):
+            cells = []
+            for j in columns:
+                value = M[i, j]
+                if i == j:
+                    state = "diag"
+                else:
+                    state = "win" if value > M[j, i] else ("loss" if value < M[j, i] else "tie")
+                cells.append((f"{value * 100:.1f}", state))
+            table.append({"network": net, "label": labels[i], "cells": cells})
+        context.update(
+            networks=data["networks"],
+            rungs=len(ladder),
+            labels=labels,
+            column_labels=[labels[j] for j in columns],
+            table_is_full=len(columns) == n,
+            table=table,
+            figure=plots.script_json(plots.matrix_figure(data, ladder)) if data["networks"] else None,
+        )
+    return render(request, "leaderboard/matrix.html", context)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+@require_GET
+def benchmark(request: HttpRequest) -> HttpResponse:
+    bench, name = _benchmark_or_none(request)
+    context: dict[str, Any] = {"benchmark": bench, "nav": "benchmark", "benchmark_names": _benchmark_names(),
+                               "query": _query_suffix(bench), **_building_context(bench, name)}
+    if bench is not None:
+        ladder = list(bench.ladder or [])
+        rung = {pk: k for k, pk in enumerate(ladder, start=1)}
+        refs = list(
+            selectors.visible_networks(user=request.user, benchmark=bench)
+            .filter(is_reference=True)
+            .select_related("adversarial")
+        )
+        refs.sort(key=lambda n: (rung.get(n.pk, len(rung) + 1), n.pk))
+        universal = UniversalSet.objects.filter(benchmark=bench).select_related("source_network").first()
+        context.update(
+            references=[{"network": n, "rung": rung.get(n.pk)} for n in refs],
+            universal=universal,
+            rungs=_ladder_size(bench),
+            has_samples=bool(bench.data_file) and storage.media_path(bench.data_file).is_file(),
+        )
+    return render(request, "leaderboard/benchmark.html", context)
+
+
+def _bench_for_image(request: HttpRequest) -> Benchmark:
+    bench = selectors.benchmark_get(request.GET.get("benchmark") or None)
+    if not bench.data_file:
+        raise Http404("this benchmark has no dataset yet")
+    return bench
+
+
+@require_GET
+@cache_control(max_age=3600)
+def benchmark_samples(request: HttpRequest) -> HttpResponse:
+    bench = _bench_for_image(request)
+    try:
+        data = gallery.sample_grid_png(benchmark=bench)
+    except (FileNotFoundError, KeyError) as exc:
+        raise Http404("the dataset file is missing") from exc
+    return HttpResponse(data, content_type="image/png")
+
+
+@require_GET
+@cache_control(max_age=3600)
+def benchmark_universal(request: HttpRequest) -> HttpResponse:
+    bench = _bench_for_image(request)
+    universal = UniversalSet.objects.filter(benchmark=bench).first()
+    if universal is None:
+        raise Http404("no universal perturbations yet")
+    try:
+        data = gallery.universal_png(benchmark=bench, universal=universal)
+    except (FileNotFoundError, KeyError) as exc:
+        raise Http404("the perturbation file is missing") from exc
+    return HttpResponse(data, content_type="image/png")
+
+
+# --------------------------------------------------------------------------- upload
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    names = _benchmark_names()
+    if request.method == "POST":
+        problem = upload_problem(request)
+        form = UploadForm(request.POST, request.FILES, benchmarks=names)
+        if problem:
+            form.is_valid()
+            form.errors.clear()
+            form.add_error(None, problem)
+        elif form.is_valid():
+            try:
+                bench = selectors.benchmark_get(form.cleaned_data.get("benchmark") or None)
+                network = services.network_upload(
+                    benchmark=bench,
+                    owner=request.user,
+                    name=form.cleaned_data["name"],
+                    description=form.cleaned_data.get("description", ""),
+                    archive=form.cleaned_data["archive"],
+                    is_public=bool(form.cleaned_data.get("public")),
+                )
+            except Http404:
+                form.add_error("benchmark", "no such benchmark")
+            except services.UploadError as exc:
+                form.add_error("archive", str(exc))
+            else:
+                messages.success(request, f"“{network.name}” was uploaded and queued for evaluation.")
+                return redirect("network", pk=network.pk)
+    else:
+        form = UploadForm(benchmarks=names)
+    bench = Benchmark.objects.filter(name=settings.DEFAULT_BENCHMARK).first()
+    return render(request, "leaderboard/upload.html", {
+        "form": form, "nav": "upload", "size_limit": size_limit_text(), "benchmark": bench,
+        "benchmark_ready": bench is not None and bench.state == Benchmark.State.READY,
+        "uploads_per_hour": settings.UPLOADS_PER_HOUR,
+    })

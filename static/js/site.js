@@ -1,0 +1,187 @@
+/* Robustness Ladder: small progressive enhancements. Every page works without it. */
+(function () {
+  "use strict";
+
+  var RUNNING = ["queued", "validating", "evaluating", "attacking", "cross-evaluating"];
+
+  function $(sel, root) { return (root || document).querySelector(sel); }
+  function $$(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+
+  // Plotly renders a subset of HTML in labels: user text is escaped first.
+  function esc(text) {
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+  }
+
+  /* ------------------------------------------------------------ sortable tables */
+  function cellValue(row, index, numeric) {
+    var cell = row.children[index];
+    if (!cell) return null;
+    var raw = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
+    if (raw === "") return null;
+    if (numeric) {
+      var v = parseFloat(raw);
+      return isNaN(v) ? null : v;
+    }
+    return raw.toLowerCase();
+  }
+
+  function makeSortable(table) {
+    var headers = $$("thead th", table);
+    headers.forEach(function (th, index) {
+      var label = th.innerHTML;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "sort";
+      button.innerHTML = label + '<span class="arrow" aria-hidden="true"></span>';
+      if (th.title) button.title = th.title + " (click to sort)";
+      th.innerHTML = "";
+      th.appendChild(button);
+      button.addEventListener("click", function () {
+        var numeric = th.getAttribute("data-type") === "num";
+        var current = th.getAttribute("aria-sort");
+        // First click: numbers high to low, text A to Z.
+        var dir = current ? (current === "ascending" ? "descending" : "ascending") : (numeric ? "descending" : "ascending");
+        headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", dir);
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.forEach(function (r, i) { r._order = i; });
+        rows.sort(function (a, b) {
+          var x = cellValue(a, index, numeric), y = cellValue(b, index, numeric);
+          if (x === null && y === null) return a._order - b._order;
+          if (x === null) return 1;  // empty cells last, whatever the direction
+          if (y === null) return -1;
+          var c = x < y ? -1 : x > y ? 1 : 0;
+          if (dir === "descending") c = -c;
+          return c || a._order - b._order;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  }
+
+  /* ------------------------------------------------------------ progress */
+  function setBar(bar, percent) {
+    if (!bar) return;
+    var p = Math.max(0, Math.min(100, Math.round(percent || 0)));
+    bar.setAttribute("aria-valuenow", p);
+    var fill = bar.querySelector("span");
+    if (fill) fill.style.width = p + "%";
+  }
+
+  function poll(url, every, onData) {
+    var stopped = false;
+    function tick() {
+      if (stopped) return;
+      fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (data) { if (data && onData(data) === false) stopped = true; })
+        .catch(function () { /* transient: try again next tick */ })
+        .then(function () { if (!stopped) setTimeout(tick, every); });
+    }
+    setTimeout(tick, every);
+  }
+
+  function liveNetwork(section) {
+    var stage = $("#live-stage"), percent = $("#live-percent"), bar = $("#live-bar"), badge = $("#status-badge");
+    poll(section.getAttribute("data-poll"), 2000, function (data) {
+      if (stage) stage.textContent = data.stage || data.status;
+      if (percent) percent.textContent = data.progress;
+      setBar(bar, data.progress);
+      if (badge) { badge.textContent = data.status; badge.className = "badge status-" + data.status; }
+      $$(".stages li", section).forEach(function (li) {
+        li.classList.toggle("current", li.getAttribute("data-stage") === data.status);
+      });
+      if (RUNNING.indexOf(data.status) < 0) {
+        window.location.reload();
+        return false;
+      }
+    });
+  }
+
+  function liveLeaderboard(table) {
+    poll(table.getAttribute("data-poll"), 4000, function (data) {
+      var byId = {};
+      (data.networks || []).forEach(function (n) { byId[n.id] = n; });
+      var stillRunning = false;
+      $$("tr.running", table).forEach(function (row) {
+        var n = byId[row.getAttribute("data-id")];
+        if (!n) return;
+        if (RUNNING.indexOf(n.status) < 0) { window.location.reload(); stillRunning = false; return; }
+        stillRunning = true;
+        setBar($(".progress", row), n.progress);
+        var text = $(".status-text", row);
+        if (text) text.textContent = n.status;
+      });
+      if (!stillRunning) return false;
+    });
+  }
+
+  /* ------------------------------------------------------------ plots */
+  var PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] };
+
+  function drawPlots() {
+    if (typeof window.Plotly === "undefined") return;
+    $$(".plot[data-figure]").forEach(function (div) {
+      var source = document.getElementById(div.getAttribute("data-figure"));
+      if (!source) return;
+      var fig = JSON.parse(source.textContent);
+      window.Plotly.newPlot(div, fig.data, fig.layout || {}, PLOT_CONFIG);
+    });
+    var select = $("#other-attack");
+    var others = document.getElementById("others-data");
+    if (select && others) {
+      var list = JSON.parse(others.textContent);
+      select.addEventListener("change", function () {
+        var item = list[parseInt(select.value, 10)];
+        if (!item) return;
+        var z = item.confusion;
+        var share = z.map(function (row) {
+          var total = row.reduce(function (a, b) { return a + b; }, 0) || 1;
+          return row.map(function (v) { return Math.round(v / total * 10000) / 10000; });
+        });
+        var div = document.getElementById(select.getAttribute("data-plot"));
+        window.Plotly.restyle(div, { z: [z], customdata: [share] });
+        window.Plotly.relayout(div, { "title.text": esc("attack of " + item.name) });
+      });
+    }
+  }
+
+  /* ------------------------------------------------------------ small things */
+  function copyButtons() {
+    $$("[data-copy]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var input = document.getElementById(button.getAttribute("data-copy"));
+        if (!input) return;
+        input.select();
+        var done = function () { button.textContent = "Copied"; setTimeout(function () { button.textContent = "Copy"; }, 1500); };
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(input.value).then(done, function () { document.execCommand("copy"); done(); });
+        } else {
+          document.execCommand("copy");
+          done();
+        }
+      });
+    });
+  }
+
+  function autosubmit() {
+    $$("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+  }
+
+  function init() {
+    $$("table.sortable").forEach(makeSortable);
+    var live = $("#live[data-poll]");
+    if (live) liveNetwork(live);
+    var board = $("table[data-poll]");
+    if (board) liveLeaderboard(board);
+    drawPlots();
+    copyButtons();
+    autosubmit();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -1,0 +1,574 @@
+"""The HTML pages over synthetic stored results (tests.fakes: no TensorFlow)."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from PIL import Image
+
+from evaluator.services import storage
+from leaderboard import selectors
+from leaderboard.models import ApiToken, Benchmark, Network
+from leaderboard.services import token_create
+from tests.fakes import fake_network, fake_suite
+
+pytestmark = pytest.mark.django_db
+
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+FINDER = "leaderboard.vendor.PlotlyFinder"
+
+
+@pytest.fixture(autouse=True)
+def _plotly_finder(settings):
+    """Until settings.STATICFILES_FINDERS lists the Plotly finder, add it for these tests."""
+    finders = list(getattr(settings, "STATICFILES_FINDERS", [
+        "django.contrib.staticfiles.finders.FileSystemFinder",
+        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    ]))
+    if FINDER not in finders:
+        settings.STATICFILES_FINDERS = [*finders, FINDER]
+
+
+@pytest.fixture
+def alice() -> User:
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob() -> User:
+    return User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def staff() -> User:
+    return User.objects.create_user("root", password="pw-root-123", is_staff=True)
+
+
+def _zip_bytes() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("model/saved_model.pb", b"not really a graph")
+    return buf.getvalue()
+
+
+def _upload_file(data: bytes, name: str = "model.zip"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, data, content_type="application/octet-stream")
+
+
+def _text(response) -> str:
+    return response.content.decode()
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+def test_leaderboard_lists_networks_with_levels_and_intervals(client) -> None:
+    suite = fake_suite(references=4, uploads=3)
+    response = client.get("/")
+    assert response.status_code == 200
+    html = _text(response)
+    for net in [*suite.references, *suite.uploads]:
+        net.refresh_from_db()
+        assert f'href="/networks/{net.pk}/"' in html
+        assert net.name in html
+    ref = suite.references[-1]
+    ref.refresh_from_db()
+    assert ref.level is not None
+    # References are marked with their rung; levels carry the ladder glyph.
+    assert html.count('class="badge ref"') >= 4
+    assert re.search(r"reference R\d", html)
+    assert 'class="glyph"' in html and f'title="level {ref.level} of 4"' in html
+    # Intervals beside every accuracy; robustness with its tier.
+    assert 'title="95% Wilson interval"' in html
+    assert f"{ref.clean_low * 100:.1f}–{ref.clean_high * 100:.1f}" in html
+    assert f"tier {ref.universal_tier}" in html
+    # Sortable without losing the no-JS table order.
+    assert 'class="board sortable"' in html and "data-sort=" in html
+    assert "Plotly" not in html  # the leaderboard loads no plotting library
+
+
+def test_leaderboard_rows_follow_the_ranking(client) -> None:
+    suite = fake_suite(references=3, uploads=3)
+    html = _text(client.get("/"))
+    expected = [n.pk for n in selectors.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
+    shown = [int(m) for m in re.findall(r'<tr class="[^"]*" data-id="(\d+)"', html)]
+    assert shown == expected
+
+
+def test_leaderboard_filters_references_and_uploads(client) -> None:
+    suite = fake_suite(references=3, uploads=2)
+    refs = _text(client.get("/?kind=references"))
+    ups = _text(client.get("/?kind=uploads"))
+    for net in suite.references:
+        assert f'/networks/{net.pk}/"' in refs and f'/networks/{net.pk}/"' not in ups
+    for net in suite.uploads:
+        assert f'/networks/{net.pk}/"' in ups and f'/networks/{net.pk}/"' not in refs
+    assert client.get("/?kind=bogus").status_code == 200
+
+
+def test_leaderboard_shows_running_network_with_progress(client, alice) -> None:
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    Network.objects.filter(pk=suite.uploads[0].pk).update(status=Network.Status.ATTACKING, progress=37,
+                                                          stage="attacking: 40 steps", level=None)
+    html = _text(client.get("/"))
+    assert 'aria-valuenow="37"' in html and "width: 37%" in html
+    assert "attacking: 40 steps" in html
+    assert 'data-poll="/api/leaderboard"' in html
+
+
+def test_leaderboard_while_benchmark_missing_or_building(client) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "being set up" in _text(response)
+    Benchmark.objects.create(name="mnist-5k", state=Benchmark.State.BUILDING,
+                             stage="training reference down50", progress=42)
+    html = _text(client.get("/"))
+    assert "being built" in html and "training reference down50" in html and "42%" in html
+    for page in ("/matrix/", "/benchmark/"):
+        assert client.get(page).status_code == 200
+
+
+def test_unknown_benchmark_is_404_but_friendly(client) -> None:
+    fake_suite(references=2)
+    response = client.get("/?benchmark=nope")
+    assert response.status_code == 404
+    assert "Back to the leaderboard" in _text(response)
+
+
+def test_second_benchmark_selectable(client) -> None:
+    fake_suite(references=2)
+    other = fake_suite(references=2, name="other-bench")
+    html = _text(client.get("/?benchmark=other-bench"))
+    assert 'name="benchmark"' in html and '<option value="other-bench" selected>' in html
+    assert f'/networks/{other.references[0].pk}/"' in html
+
+
+# --------------------------------------------------------------------------- network page
+
+
+def test_network_page_explains_level_and_shows_plots_and_gallery(client) -> None:
+    suite = fake_suite(references=4, uploads=2)
+    net = suite.uploads[1]
+    net.refresh_from_db()
+    response = client.get(f"/networks/{net.pk}/")
+    assert response.status_code == 200
+    html = _text(response)
+    comparisons = selectors.reference_comparisons(network=net)
+    deciding = next(c for c in comparisons if c.get("deciding"))
+    verb = "More robust than" if deciding["wins"] else "Not more robust than"
+    assert verb in html
+    assert f"{deciding['ours'] * 100:.1f}%</strong> vs <strong>{deciding['theirs'] * 100:.1f}%" in html
+    assert "on each other&#x27;s attacks" in html or "on each other's attacks" in html
+    assert re.search(r"p (&lt;|<) 0\.001|p = \d\.\d{3}", html)
+    # One row per reference, in ladder order.
+    table = html.split('class="comparisons"')[1].split("</table>")[0]
+    assert [int(x) for x in re.findall(r"<td>R(\d+)</td>", table)] == list(range(1, 5))
+    for ref in suite.references:
+        assert ref.name in table
+    # Heatmaps: clean, universal, own attack and a select for the others.
+    for key in ("clean", "universal", "own", "other"):
+        assert f'id="fig-{key}"' in html
+    assert 'id="other-attack"' in html and html.count("<option value=") >= 4
+    assert "/static/vendor/plotly.min.js" in html
+    # Gallery of 8 triples.
+    assert len(re.findall(rf"/networks/{net.pk}/gallery/\d+\.png\?part=original", html)) == 8
+    assert "target <strong>" in html and "predicted <strong" in html
+    # Badge with its Markdown snippet.
+    assert f"/networks/{net.pk}/badge.svg" in html and "[![robustness](http://testserver/networks/" in html
+
+
+def test_network_page_json_is_valid_plotly(client) -> None:
+    import json
+
+    suite = fake_suite(references=3, uploads=1)
+    html = _text(client.get(f"/networks/{suite.uploads[0].pk}/"))
+    block = re.search(r'<script type="application/json" id="fig-clean">(.*?)</script>', html, re.S).group(1)
+    fig = json.loads(block)
+    assert fig["data"][0]["type"] == "heatmap"
+    z = np.array(fig["data"][0]["z"])
+    assert z.shape == (10, 10) and z.sum() == len(suite.labels)
+
+
+def test_running_network_page_polls_the_api(client, alice) -> None:
+    suite = fake_suite(references=2)
+    net = Network.objects.create(benchmark=suite.benchmark, owner=alice, name="fresh",
+                                 status=Network.Status.VALIDATING, progress=12, stage="validating")
+    client.force_login(alice)
+    html = _text(client.get(f"/networks/{net.pk}/"))
+    assert f'data-poll="/api/networks/{net.pk}"' in html
+    assert 'aria-valuenow="12"' in html and "Evaluation in progress" in html
+
+
+def test_rejected_network_shows_reason_to_owner(client, alice) -> None:
+    suite = fake_suite(references=2)
+    net = Network.objects.create(benchmark=suite.benchmark, owner=alice, name="broken",
+                                 status=Network.Status.REJECTED,
+                                 reason="input shape (None, 32, 32, 3) does not match the benchmark's (28, 28, 1)")
+    client.force_login(alice)
+    html = _text(client.get(f"/networks/{net.pk}/"))
+    assert "Rejected" in html
+    assert "input shape (None, 32, 32, 3) does not match the benchmark&#x27;s (28, 28, 1)" in html
+    # Hidden from the public leaderboard, listed for the owner.
+    assert f'/networks/{net.pk}/"' in _text(client.get("/"))
+    client.logout()
+    assert f'/networks/{net.pk}/"' not in _text(client.get("/"))
+
+
+def test_private_network_visible_only_to_owner_and_staff(client, alice, bob, staff) -> None:
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    net = suite.uploads[0]
+    Network.objects.filter(pk=net.pk).update(is_public=False)
+    urls = [f"/networks/{net.pk}/", f"/networks/{net.pk}/badge.svg", f"/networks/{net.pk}/gallery/0.png?part=original"]
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+    client.force_login(bob)
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+    assert f'/networks/{net.pk}/"' not in _text(client.get("/"))
+    for user in (alice, staff):
+        client.force_login(user)
+        for url in urls:
+            assert client.get(url).status_code == 200, (user, url)
+    client.force_login(alice)
+    assert "private" in _text(client.get("/"))
+
+
+def test_user_text_is_escaped_everywhere(client, alice) -> None:
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    net = suite.uploads[0]
+    Network.objects.filter(pk=net.pk).update(name=EVIL, description=EVIL)
+    client.force_login(alice)
+    for url in ("/", f"/networks/{net.pk}/", "/matrix/", "/accounts/profile/",
+                f"/networks/{suite.references[0].pk}/", f"/networks/{net.pk}/delete/"):
+        html = _text(client.get(url))
+        assert "<script>alert" not in html, url
+        assert "<img src=x" not in html, url
+        assert "&lt;script&gt;" in html or "\\u003Cscript\\u003E" in html, url
+    svg = _text(client.get(f"/networks/{net.pk}/badge.svg"))
+    assert "<script" not in svg and "&lt;script&gt;" in svg
+    ElementTree.fromstring(svg)
+
+
+# --------------------------------------------------------------------------- owner actions
+
+
+def test_owner_can_toggle_visibility_and_others_cannot(client, alice, bob) -> None:
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    net = suite.uploads[0]
+    url = f"/networks/{net.pk}/visibility/"
+    client.force_login(bob)
+    assert client.post(url, {"public": "0"}).status_code == 403
+    client.force_login(alice)
+    page = _text(client.get(f"/networks/{net.pk}/"))
+    assert "Make private" in page and "csrfmiddlewaretoken" in page
+    response = client.post(url, {"public": "0"})
+    assert response.status_code == 302 and response["Location"] == f"/networks/{net.pk}/"
+    net.refresh_from_db()
+    assert not net.is_public
+    client.post(url, {"public": "1"})
+    net.refresh_from_db()
+    assert net.is_public
+
+
+def test_visibility_and_delete_require_csrf(alice) -> None:
+    from django.test import Client
+
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(alice)
+    assert strict.post(f"/networks/{suite.uploads[0].pk}/visibility/", {"public": "0"}).status_code == 403
+    assert strict.post(f"/networks/{suite.uploads[0].pk}/delete/").status_code == 403
+    assert Network.objects.filter(pk=suite.uploads[0].pk, is_public=True).exists()
+
+
+def test_delete_by_owner_with_confirmation(client, alice, bob, django_capture_on_commit_callbacks,
+                                          monkeypatch) -> None:
+    suite = fake_suite(references=2, uploads=1, owner=alice)
+    net = suite.uploads[0]
+    url = f"/networks/{net.pk}/delete/"
+    assert client.get(url).status_code == 302  # anonymous: to the login page
+    client.force_login(bob)
+    assert client.get(url).status_code == 403
+    assert client.post(url).status_code == 403
+    Network.objects.filter(pk=net.pk).update(is_public=False)
+    assert client.post(url).status_code == 404
+    assert Network.objects.filter(pk=net.pk).exists()
+    client.force_login(alice)
+    confirm = _text(client.get(url))
+    assert "cannot be undone" in confirm and 'id="confirm-delete"' in confirm
+    ranked = []
+    monkeypatch.setattr("evaluator.tasks.rank_benchmark.delay", lambda pk: ranked.append(pk))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url)
+    assert response.status_code == 302 and response["Location"] == "/accounts/profile/"
+    assert not Network.objects.filter(pk=net.pk).exists()
+    assert ranked == [suite.benchmark.pk]
+
+
+# --------------------------------------------------------------------------- upload
+
+
+def test_upload_requires_login(client) -> None:
+    fake_suite(references=1)
+    response = client.get("/networks/upload/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_upload_page_states_the_size_limit(client, alice, settings) -> None:
+    fake_suite(references=1)
+    settings.MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+    client.force_login(alice)
+    html = _text(client.get("/networks/upload/"))
+    assert "50 MB" in html and 'enctype="multipart/form-data"' in html
+    assert 'name="archive"' in html and 'name="public"' in html and "checked" in html
+
+
+def test_upload_junk_shows_inline_error(client, alice, monkeypatch) -> None:
+    fake_suite(references=1)
+    queued = []
+    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda n: queued.append(n.pk))
+    client.force_login(alice)
+    response = client.post("/networks/upload/", {"name": "junk", "description": "x",
+                                                "archive": _upload_file(b"hello, not an archive", "junk.zip")})
+    assert response.status_code == 200
+    html = _text(response)
+    assert "not a .zip or .tar.gz archive" in html and 'class="error"' in html
+    assert 'value="junk"' in html  # the form keeps what was typed
+    assert not Network.objects.filter(name="junk").exists() and queued == []
+
+
+def test_upload_missing_name_shows_field_error(client, alice) -> None:
+    fake_suite(references=1)
+    client.force_login(alice)
+    response = client.post("/networks/upload/", {"name": "", "archive": _upload_file(_zip_bytes())})
+    assert response.status_code == 200 and "This field is required" in _text(response)
+    assert Network.objects.count() == 1
+
+
+def test_upload_too_large_is_refused(client, alice, settings) -> None:
+    fake_suite(references=1)
+    settings.MAX_UPLOAD_BYTES = 1024
+    client.force_login(alice)
+    response = client.post("/networks/upload/", {"name": "big", "archive": _upload_file(b"PK\x03\x04" + b"0" * 5000)})
+    assert response.status_code == 200 and "larger than" in _text(response)
+    assert not Network.objects.filter(name="big").exists()
+
+
+def test_upload_valid_archive_redirects_to_live_page(client, alice, monkeypatch,
+                                                    django_capture_on_commit_callbacks) -> None:
+    fake_suite(references=1)
+    queued = []
+    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda n: queued.append(n.pk))
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/networks/upload/", {
+            "name": "my net", "description": "a <b>net</b>", "archive": _upload_file(_zip_bytes()),
+        })
+    net = Network.objects.get(name="my net")
+    assert response.status_code == 302 and response["Location"] == f"/networks/{net.pk}/"
+    assert net.owner == alice and not net.is_public  # the checkbox was not sent
+    assert net.archive.endswith("upload.zip") and storage.media_path(net.archive).is_file()
+    assert queued == [net.pk]
+    page = client.get(response["Location"])
+    html = _text(page)
+    assert "Evaluation in progress" in html and "queued for evaluation" in html
+    assert "a &lt;b&gt;net&lt;/b&gt;" in html
+
+
+# --------------------------------------------------------------------------- badge and images
+
+
+def test_badge_svg(client) -> None:
+    suite = fake_suite(references=3, uploads=1)
+    net = suite.uploads[0]
+    net.refresh_from_db()
+    response = client.get(f"/networks/{net.pk}/badge.svg")
+    assert response.status_code == 200 and response["Content-Type"].startswith("image/svg+xml")
+    svg = _text(response)
+    root = ElementTree.fromstring(svg)
+    assert root.tag.endswith("svg")
+    assert f"level {net.level}" in svg and "robustness" in svg
+    pending = Network.objects.create(benchmark=suite.benchmark, name="a & b <c>", status=Network.Status.QUEUED)
+    svg = _text(client.get(f"/networks/{pending.pk}/badge.svg"))
+    ElementTree.fromstring(svg)
+    assert "pending" in svg and "a &amp; b &lt;c&gt;" in svg
+    assert client.get("/networks/999999/badge.svg").status_code == 404
+
+
+def test_gallery_pngs_are_real_images_and_cached(client) -> None:
+    suite = fake_suite(references=2, uploads=1)
+    net = suite.uploads[0]
+    html = _text(client.get(f"/networks/{net.pk}/"))
+    index = int(re.search(rf"/networks/{net.pk}/gallery/(\d+)\.png", html).group(1))
+    sizes = set()
+    for part in ("original", "perturbation", "adversarial"):
+        response = client.get(f"/networks/{net.pk}/gallery/{index}.png?part={part}")
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        img = Image.open(io.BytesIO(response.content))
+        img.load()
+        sizes.add(img.size)
+    assert sizes == {(8 * 14, 8 * 14)}  # 8x8 images scaled 14x
+    assert list(storage.media_path(f"cache/networks/{net.pk}").glob("gallery-*.png"))
+    again = client.get(f"/networks/{net.pk}/gallery/{index}.png?part=original")
+    assert again.content == client.get(f"/networks/{net.pk}/gallery/{index}.png?part=original").content
+    assert client.get(f"/networks/{net.pk}/gallery/{index}.png?part=weird").status_code == 404
+    assert client.get(f"/networks/{net.pk}/gallery/5000.png?part=original").status_code == 404
+
+
+def test_gallery_original_matches_dataset(client) -> None:
+    from evaluator.engine.datasets import load_dataset
+
+    suite = fake_suite(references=1, uploads=1)
+    net = suite.uploads[0]
+    response = client.get(f"/networks/{net.pk}/gallery/3.png?part=original")
+    img = np.asarray(Image.open(io.BytesIO(response.content)))
+    ds = load_dataset(storage.media_path(suite.benchmark.data_file))
+    expected = (ds.x_eval[3, :, :, 0] * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(img[::14, ::14], expected)
+
+
+# --------------------------------------------------------------------------- matrix and benchmark
+
+
+def test_matrix_page(client) -> None:
+    suite = fake_suite(references=3, uploads=2)
+    response = client.get("/matrix/")
+    assert response.status_code == 200
+    html = _text(response)
+    assert 'id="fig-matrix"' in html and "/static/vendor/plotly.min.js" in html
+    assert "on the attack of" in html and "customdata" in html
+    table = html.split('class="matrix"')[1].split("</table>")[0]
+    for net in [*suite.references, *suite.uploads]:
+        assert net.name in table
+    assert table.count("<tr") == 1 + 5
+    # Ladder order: R1 first.
+    ladder = suite.benchmark.ladder
+    first = Network.objects.get(pk=ladder[0])
+    assert re.search(rf"<th scope=\"row\"><a href=\"/networks/{first.pk}/\">R1 ", table)
+
+
+def test_benchmark_page(client) -> None:
+    suite = fake_suite(references=3)
+    response = client.get("/benchmark/")
+    assert response.status_code == 200
+    html = _text(response)
+    for text in ("0.3", "0.01", "40", "ξ = 0.3", "100 train", "200 eval"):
+        assert text in html, text
+    table = html.split('class="ladder"')[1].split("</table>")[0]
+    names = re.findall(r'<a href="/networks/\d+/">([^<]+)</a>', table)
+    ladder_names = list(Network.objects.in_bulk(suite.benchmark.ladder).values())
+    by_pk = {n.pk: n.name for n in ladder_names}
+    assert names == [by_pk[pk] for pk in suite.benchmark.ladder]
+    assert "Wilson" in table
+    for url in ("/benchmark/samples.png", "/benchmark/universal.png"):
+        png = client.get(url)
+        assert png.status_code == 200 and png["Content-Type"] == "image/png"
+        Image.open(io.BytesIO(png.content)).load()
+
+
+def test_plotly_is_served_from_our_static_files(client) -> None:
+    response = client.get("/static/vendor/plotly.min.js")
+    assert response.status_code == 200
+    head = b"".join(response.streaming_content)[:2000] if response.streaming else response.content[:2000]
+    assert b"plotly" in head.lower()
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def test_signup_login_logout_and_profile(client) -> None:
+    fake_suite(references=1)
+    assert client.get("/accounts/signup/").status_code == 200
+    response = client.post("/accounts/signup/", {"username": "carol", "password1": "a-Long-pass-42",
+                                                 "password2": "a-Long-pass-42"})
+    assert response.status_code == 302
+    html = _text(client.get("/accounts/profile/"))
+    assert "carol" in html and "not uploaded a network yet" in html
+    client.post("/accounts/logout/")
+    assert client.get("/accounts/profile/").status_code == 302
+    assert client.get("/accounts/login/").status_code == 200
+    response = client.post("/accounts/login/", {"username": "carol", "password": "a-Long-pass-42"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert "Log out" in _text(client.get("/"))
+
+
+def test_signup_errors_inline(client) -> None:
+    response = client.post("/accounts/signup/", {"username": "dave", "password1": "x", "password2": "y"})
+    assert response.status_code == 200 and 'class="error"' in _text(response)
+    assert not User.objects.filter(username="dave").exists()
+
+
+def test_profile_tokens_create_and_revoke(client, alice, bob) -> None:
+    suite = fake_suite(references=1, uploads=2, owner=alice)
+    client.force_login(alice)
+    html = _text(client.get("/accounts/profile/"))
+    for net in suite.uploads:
+        assert f'/networks/{net.pk}/"' in html
+    response = client.post("/accounts/tokens/", {"label": "laptop"})
+    assert response.status_code == 302
+    token = ApiToken.objects.get(user=alice)
+    html = _text(client.get("/accounts/profile/"))
+    assert token.key in html and "laptop" in html
+    assert token.key not in _text(client.get("/accounts/profile/"))  # shown once
+    other = token_create(user=bob)
+    assert client.post(f"/accounts/tokens/{other.pk}/revoke/").status_code == 404
+    assert client.post(f"/accounts/tokens/{token.pk}/revoke/").status_code == 302
+    token.refresh_from_db()
+    other.refresh_from_db()
+    assert token.revoked_at is not None and other.revoked_at is None
+
+
+# --------------------------------------------------------------------------- query counts
+
+
+def _page_queries(client, urls: list[str]) -> dict[str, int]:
+    counts = {}
+    for url in urls:
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(url)
+        assert response.status_code == 200, url
+        counts[url] = len(ctx.captured_queries)
+    return counts
+
+
+def test_query_counts_do_not_grow_with_networks(client, alice, django_assert_max_num_queries) -> None:
+    from evaluator.services.ranking import benchmark_rank
+
+    suite = fake_suite(references=4, uploads=5, owner=alice)
+    client.force_login(alice)
+    upload, ref = suite.uploads[0], suite.references[0]
+    urls = ["/", "/?kind=uploads", f"/networks/{upload.pk}/", f"/networks/{ref.pk}/", "/matrix/",
+            "/benchmark/", "/accounts/profile/", "/networks/upload/"]
+    small = _page_queries(client, urls)
+    peers = [*suite.references, *suite.uploads]
+    for j in range(195):
+        peers.append(fake_network(suite.benchmark, suite.labels, name=f"more-{j}", strength=(j % 10 + 0.5) / 10,
+                                  owner=alice, peers=list(peers), seed=500 + j))
+    benchmark_rank(benchmark=suite.benchmark)
+    assert Network.objects.count() == 204
+    for url in urls:
+        with django_assert_max_num_queries(small[url]):
+            response = client.get(url)
+        assert response.status_code == 200
+    assert _page_queries(client, urls) == small
+    html = _text(client.get("/matrix/"))
+    assert "columns: the references" in html
+    assert html.split('class="matrix"')[1].split("</table>")[0].count("<tr") == 1 + 204
+
+
+def test_reference_page_leaves_itself_out(client) -> None:
+    suite = fake_suite(references=3)
+    top = Network.objects.get(pk=suite.benchmark.ladder[-1])
+    html = _text(client.get(f"/networks/{top.pk}/"))
+    assert "left out of its own ladder" in html and "reference" in html
+    assert f"Level {top.level} robustness" in html
