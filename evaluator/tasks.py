@@ -8,6 +8,8 @@ redelivery after a lost worker safe.
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import transaction
 
@@ -15,6 +17,7 @@ from evaluator.services import pipeline
 from evaluator.services.ranking import benchmark_rank
 from leaderboard.models import Benchmark, Network
 
+log = logging.getLogger(__name__)
 S = Network.Status
 FINISHED = (S.RANKED, S.REJECTED, S.FAILED)
 
@@ -26,29 +29,40 @@ def _network(network_id: int) -> Network | None:
     return network
 
 
-def _then(task, *args: int) -> None:
-    transaction.on_commit(lambda: task.delay(*args))
+def _send(task, *args: int | str) -> None:
+    """Queue a task; a broker outage must not turn a saved upload into an HTTP 500.
+
+    The network stays in its status and the reaper queues it again later.
+    """
+    try:
+        task.delay(*args)
+    except Exception:
+        log.exception("could not queue %s%s; the reaper will retry", task.name, args)
+
+
+def enqueue_on_commit(task, *args: int | str) -> None:
+    transaction.on_commit(lambda: _send(task, *args))
 
 
 @shared_task
 def validate_network(network_id: int) -> None:
     network = _network(network_id)
     if network is not None and pipeline.network_validate(network=network):
-        _then(attack_network, network_id)
+        enqueue_on_commit(attack_network, network_id)
 
 
 @shared_task
 def attack_network(network_id: int) -> None:
     network = _network(network_id)
     if network is not None and pipeline.network_attack(network=network):
-        _then(cross_evaluate_network, network_id)
+        enqueue_on_commit(cross_evaluate_network, network_id)
 
 
 @shared_task
 def cross_evaluate_network(network_id: int) -> None:
     network = _network(network_id)
     if network is not None and pipeline.network_cross_evaluate(network=network):
-        _then(rank_benchmark, network.benchmark_id)
+        enqueue_on_commit(rank_benchmark, network.benchmark_id)
 
 
 @shared_task
@@ -60,7 +74,7 @@ def rank_benchmark(benchmark_id: int) -> None:
 
 def pipeline_enqueue(network: Network) -> None:
     """Start (or restart) a network's pipeline once the current transaction commits."""
-    _then(validate_network, network.pk)
+    enqueue_on_commit(validate_network, network.pk)
 
 
 @shared_task

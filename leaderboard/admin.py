@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -73,12 +72,11 @@ class NetworkAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rebuild reference (retrain from its recipe)")
     def rebuild_reference(self, request: HttpRequest, queryset: QuerySet[Network]) -> None:
-        from evaluator.tasks import rebuild_reference
+        from evaluator.tasks import enqueue_on_commit, rebuild_reference
 
         refs = [n for n in queryset if n.is_reference]
         for network in refs:
-            bench_id, recipe = network.benchmark_id, network.recipe
-            transaction.on_commit(lambda b=bench_id, r=recipe: rebuild_reference.delay(b, r))
+            enqueue_on_commit(rebuild_reference, network.benchmark_id, network.recipe)
         skipped = queryset.count() - len(refs)
         self.message_user(request, f"{len(refs)} reference(s) queued for rebuilding"
                           + (f"; {skipped} upload(s) skipped" if skipped else ""))

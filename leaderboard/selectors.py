@@ -149,7 +149,8 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
 def network_confusions(*, network: Network) -> dict[str, Any]:
     """Confusion matrices: clean, universal, own attack, and every visible other attack."""
     evals = network.evaluations.select_related("source").only(
-        "kind", "source__name", "source__is_public", "source__owner_id", "confusion", "accuracy"
+        "kind", "network_id", "source__name", "source__is_public", "source__owner_id", "confusion",
+        "accuracy"
     )
     out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
     for e in evals:

@@ -142,12 +142,12 @@ def network_register_path(
 
 def network_delete(*, network: Network) -> None:
     """Remove a network, its files, and its row and column of the matrix; re-rank."""
-    from evaluator.tasks import rank_benchmark
+    from evaluator.tasks import enqueue_on_commit, rank_benchmark
 
     benchmark_id, pk = network.benchmark_id, network.pk
     with transaction.atomic():
         network.delete()
-        transaction.on_commit(lambda: rank_benchmark.delay(benchmark_id))
+        enqueue_on_commit(rank_benchmark, benchmark_id)
     shutil.rmtree(storage.media_path(f"networks/{pk}"), ignore_errors=True)
 
 
@@ -188,9 +188,9 @@ def benchmark_rerun_all(*, benchmark: Benchmark) -> int:
 
 
 def ranking_recompute(*, benchmark: Benchmark) -> None:
-    from evaluator.tasks import rank_benchmark
+    from evaluator.tasks import enqueue_on_commit, rank_benchmark
 
-    transaction.on_commit(lambda: rank_benchmark.delay(benchmark.pk))
+    enqueue_on_commit(rank_benchmark, benchmark.pk)
 
 
 def job_cancel(*, job: Job) -> Job:

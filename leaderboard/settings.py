@@ -89,6 +89,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # The web server and the worker write concurrently; wait for the lock instead
     # of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE"}
+    # A fresh checkout has no var/ yet; SQLite cannot create the folder itself.
+    if DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -106,6 +109,12 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    # Plotly's JavaScript comes from the installed plotly package: no CDN, no copy.
+    "leaderboard.vendor.PlotlyFinder",
+]
 STATIC_ROOT = envpath("STATIC_ROOT", VAR_DIR / "staticfiles")
 # The run command serves static files itself (whitenoise), no extra server needed.
 WHITENOISE_USE_FINDERS = True
@@ -136,6 +145,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(BROKER_DIR / "processed"),
         "store_processed": False,
     }
+    # kombu does not create these folders itself.
+    for _folder in ("out", "processed"):
+        (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # Redis redelivers an unacked message after this many seconds: it must exceed
     # the longest job, or a slow attack would run twice.

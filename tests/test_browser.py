@@ -254,9 +254,10 @@ def test_running_network_updates_live_and_reloads_when_ranked(session, alice) ->
     assert page.get_attribute("#live-bar", "aria-valuenow") == "30"
     session.shoot("running")
     Network.objects.filter(pk=net.pk).update(status=Network.Status.CROSS_EVALUATING, progress=80,
-                                             stage="cross-evaluating")
+                                             stage="on the attack of ref-2 (2 of 3)")
     page.wait_for_function("document.querySelector('#live-bar').getAttribute('aria-valuenow') === '80'")
-    assert page.locator("#live-stage").inner_text() == "cross-evaluating"
+    assert page.locator("#live-status").inner_text() == "cross-evaluating"
+    assert page.locator("#live-stage").inner_text() == "on the attack of ref-2 (2 of 3)"
     Network.objects.filter(pk=net.pk).update(status=Network.Status.RANKED, progress=100, stage="ranked", level=level)
     page.wait_for_selector(".level-card #level", timeout=15000)
     assert page.locator("#live").count() == 0

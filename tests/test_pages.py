@@ -123,6 +123,9 @@ def test_leaderboard_shows_running_network_with_progress(client, alice) -> None:
     html = _text(client.get("/"))
     assert 'aria-valuenow="37"' in html and "width: 37%" in html
     assert "attacking: 40 steps" in html
+    Network.objects.filter(pk=suite.uploads[0].pk).update(status=Network.Status.VALIDATING, stage="queued")
+    html = _text(client.get("/"))
+    assert '<span class="status-text">validating</span> <span' not in html  # a stale stage is not shown
     assert 'data-poll="/api/leaderboard"' in html
 
 

@@ -87,3 +87,18 @@ def ladder_glyph(level, rungs: int) -> SafeString:
 @register.filter
 def flag_text(flag: str) -> str:
     return FLAG_TEXT.get(flag, flag)
+
+
+@register.filter
+def stage_detail(network) -> str:
+    """The progress text of a running network when it adds to its status ('' otherwise).
+
+    A stale stage that merely names a status (e.g. 'queued' after validation began)
+    would contradict the status, so it is dropped.
+    """
+    from leaderboard.models import Network
+
+    stage = (getattr(network, "stage", "") or "").strip()
+    if not stage or stage == network.status or stage in Network.Status.values:
+        return ""
+    return stage

@@ -83,9 +83,15 @@
   }
 
   function liveNetwork(section) {
-    var stage = $("#live-stage"), percent = $("#live-percent"), bar = $("#live-bar"), badge = $("#status-badge");
+    var status = $("#live-status"), stage = $("#live-stage"), percent = $("#live-percent"), bar = $("#live-bar"),
+        badge = $("#status-badge");
     poll(section.getAttribute("data-poll"), 2000, function (data) {
-      if (stage) stage.textContent = data.stage || data.status;
+      if (status) status.textContent = data.status;
+      if (stage) {
+        var detail = data.stage || "";
+        // A stage that only names a status (possibly an earlier one) adds nothing.
+        stage.textContent = (detail === data.status || RUNNING.indexOf(detail) >= 0 || detail === "ranked") ? "" : detail;
+      }
       if (percent) percent.textContent = data.progress;
       setBar(bar, data.progress);
       if (badge) { badge.textContent = data.status; badge.className = "badge status-" + data.status; }

@@ -9,7 +9,7 @@ accuracy on the probe (adversarial images of the control network, from the
 orchestrator). Rule: the σ with the best probe accuracy among those losing at most
 `max_clean_drop` clean accuracy against σ = 0 (ties -> the smaller σ). Without a probe
 the recipe makes its own: PGD against its own noise-free classifier on the held-out
-slice (recorded as report["probe_source"]).
+slice (recorded as report["probe_source"]). params["sigma"] fixes σ instead.
 Inference: clip(x + σ·N(0, 1), 0, 1) inside the graph, fresh noise on every call, so
 the exported network is deliberately not deterministic.
 """
@@ -85,7 +85,9 @@ def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
         }
         for sigma in grid
     ]
-    sigma = choose_sigma(rows, p["max_clean_drop"])
+    # A fixed σ (to rebuild a recorded network, or to study one level) skips the choice;
+    # the grid is still measured and recorded beside it.
+    sigma = choose_sigma(rows, p["max_clean_drop"]) if p["sigma"] is None else float(p["sigma"])
 
     inputs = keras.Input(shape=ds.shape, name="images")
     model = keras.Model(inputs, base(InputNoise(sigma, name="input_noise")(inputs)), name="noise")
@@ -98,6 +100,7 @@ RECIPE = Recipe(
     summary="Gaussian input noise at inference (σ by grid search), control CNN trained with noise",
     defaults={
         **CONTROL_DEFAULTS,
+        "sigma": None,  # None: chosen by the grid search below
         "sigma_grid": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
         "max_clean_drop": 0.05,
         "holdout_fraction": 0.15,
