@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from evaluator.engine.network import LoadedNetwork
+from evaluator.engine.network import LoadedNetwork, graph_gradient
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,9 @@ def _target_gradient(net: LoadedNetwork, adv: tf.Tensor, targets: tf.Tensor, eot
     """Gradient of sum_i log p(t_i | adv_i), summed over eot_samples passes."""
     total = tf.zeros_like(adv)
     for _ in range(eot_samples):  # unrolled: eot_samples is a small static count
-        with tf.GradientTape() as tape:
-            tape.watch(adv)
-            log_probs = net.log_probs(adv)
-            objective = tf.reduce_sum(tf.gather(log_probs, targets, axis=1, batch_dims=1))
-        grad = tape.gradient(objective, adv)
-        # A graph with no differentiable path to the input (tf.round, casts) yields None:
-        # that is a zero gradient, which is exactly what the vanishing flag must see.
-        if grad is not None:
-            total += grad
+        log_probs = net.log_probs(adv)
+        objective = tf.reduce_sum(tf.gather(log_probs, targets, axis=1, batch_dims=1))
+        total += graph_gradient(objective, adv)
     return total
 
 

@@ -13,14 +13,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from evaluator.engine import archive as archive_mod
-from evaluator.engine.attacks import AttackConfig, targeted_attack
 from evaluator.engine.datasets import Dataset, load_dataset
-from evaluator.engine.network import LoadedNetwork, load_network
 from evaluator.engine.opscan import scan_saved_model
-from evaluator.engine.universal import UniversalConfig, universal_dataset, universal_perturbations
+
+if TYPE_CHECKING:
+    from evaluator.engine.network import LoadedNetwork
+
+# TensorFlow (network, attacks, universal, defenses) is imported inside the functions:
+# a hostile archive is then refused in a fraction of a second, before the ~3 s import.
 
 Progress = Callable[[float, str], None]
 
@@ -35,6 +40,8 @@ def _noop(fraction: float, stage: str) -> None:
 
 def _open(model_dir: str, ds: Dataset) -> LoadedNetwork:
     """Scan, then load: nothing touches the graph before the op allowlist passes."""
+    from evaluator.engine.network import load_network
+
     scan_saved_model(Path(model_dir))
     return load_network(
         Path(model_dir),
@@ -69,6 +76,9 @@ def validate_and_evaluate(
     progress(0.2, "scanning ops")
     report = scan_saved_model(model_path)
     progress(0.35, "loading model")
+    from evaluator.engine.network import load_network
+    from evaluator.engine.universal import universal_dataset
+
     net = load_network(
         model_path,
         expected_shape=ds.shape,
@@ -102,6 +112,8 @@ def attack(
     progress: Progress = _noop,
 ) -> dict:
     """adv(B): the targeted attack on every eval image, stored as float32."""
+    from evaluator.engine.attacks import AttackConfig, targeted_attack
+
     ds = load_dataset(Path(dataset))
     net = _open(model_dir, ds)
     eot = 1 if net.info.deterministic else EOT_SAMPLES_STOCHASTIC
@@ -174,6 +186,8 @@ def compute_universal(
     progress: Progress = _noop,
 ) -> dict:
     """K universal perturbations against the control network, on train images."""
+    from evaluator.engine.universal import UniversalConfig, universal_perturbations
+
     ds = load_dataset(Path(dataset))
     net = _open(model_dir, ds)
     started = time.perf_counter()

@@ -209,6 +209,18 @@ class LoadedNetwork:
         return self._to_log_probs(self._call(x))
 
 
+def graph_gradient(objective: tf.Tensor, wrt: tf.Tensor) -> tf.Tensor:
+    """d objective / d wrt inside a tf.function, zeros where nothing connects them.
+
+    Symbolic `tf.gradients`, not a GradientTape: inside a `tf.while_loop` the tape
+    differentiates a restored SavedModel function as a whole (gradients for its captured
+    variables too), which measured ~2x slower per step (docs/PERFORMANCE.md). Unconnected
+    inputs (tf.round, casts) get a zero gradient, which is what the vanishing-gradient
+    flag must see.
+    """
+    return tf.gradients(objective, wrt, unconnected_gradients=tf.UnconnectedGradients.ZERO)[0]
+
+
 def _probe_images(probe: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
     if probe is not None:
         return np.asarray(probe, dtype=np.float32)

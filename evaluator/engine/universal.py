@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from evaluator.engine.network import LoadedNetwork
+from evaluator.engine.network import LoadedNetwork, graph_gradient
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,10 @@ def _step_function(net: LoadedNetwork, batch: int | None) -> Callable:
     h, w, c = net.info.input_shape
 
     def step_fn(delta, x, y, weight, xi, step):
-        with tf.GradientTape() as tape:
-            tape.watch(delta)
-            log_probs = net.log_probs(tf.clip_by_value(x + delta, 0.0, 1.0))
-            nll = -tf.gather(log_probs, y, axis=1, batch_dims=1)
-            loss = tf.reduce_sum(nll * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
-        grad = tape.gradient(loss, delta)
-        if grad is None:  # no differentiable path to the input: nothing to ascend
-            return delta
+        log_probs = net.log_probs(tf.clip_by_value(x + delta, 0.0, 1.0))
+        nll = -tf.gather(log_probs, y, axis=1, batch_dims=1)
+        loss = tf.reduce_sum(nll * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        grad = graph_gradient(loss, delta)
         return tf.clip_by_value(delta + step * tf.sign(grad), -xi, xi)
 
     compiled = tf.function(
