@@ -1,6 +1,7 @@
 """Attack throughput: our targeted attack vs ART's PGD vs a bare tf.function loop.
 
-    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--variants]
+    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--no-art]
+                                            [--variants [--variant-images 1000]]
 
 All three run the same attack (targeted, L-inf eps=0.3, step 0.01, 40 steps, no random
 start, the same targets) on the 2,000 mnist-5k eval images against the same control-like
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--variants", action="store_true", help="also time our loop/XLA variants")
+    parser.add_argument("--variant-images", type=int, default=1000, help="images per variant run")
     parser.add_argument("--no-art", action="store_true", help="skip ART (ours vs bare only)")
     args = parser.parse_args()
 
@@ -196,7 +198,8 @@ def main() -> None:
         if other in wall:
             print(f"ours/{other}  {wall['ours'] / wall[other]:.2f} wall, {cpu['ours'] / cpu[other]:.2f} CPU")
     if args.variants:
-        time_variants(net, x_eval, targets, args.batch_size, args.repeats)
+        n = args.variant_images
+        time_variants(net, x_eval[:n], targets[:n], args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,9 @@ def network_confusions(*, network: Network) -> dict[str, Any]:
     return out
 
 
-def network_api_detail(*, network: Network) -> dict[str, Any]:
+def network_api_detail(*, network: Network, user: User | None = None) -> dict[str, Any]:
+    """The API detail; with `user`, other networks' attacks are those the viewer may see
+    (one query for the confusion matrices instead of computing them twice)."""
     data = network_row(network)
     data.update(
         {
@@ -176,7 +178,8 @@ def network_api_detail(*, network: Network) -> dict[str, Any]:
             "reason": network.reason or None,
             "stage": network.stage,
             "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
-            "confusion_matrices": network_confusions(network=network),
+            "confusion_matrices": network_confusions(network=network) if user is None
+            else network_page_confusions(network=network, user=user),
             "pairwise": [
                 {k: (v.name if k == "reference" else v) for k, v in c.items()}
                 | {"reference_id": c["reference"].pk}
@@ -219,19 +222,19 @@ def network_page_confusions(*, network: Network, user: User) -> dict[str, Any]:
     """Confusion matrices for the network page: clean, universal, own attack, and the
     attacks of every other network the *viewer* may see; a fixed number of queries."""
     visible = visible_networks(user=user, benchmark=network.benchmark).values("pk")
+    # Plain tuples, not model instances: a network has a row per other network (O(N)).
     evals = (
         Evaluation.objects.filter(network=network)
         .filter(Q(source__isnull=True) | Q(source__in=visible))
-        .select_related("source")
-        .only("network_id", "kind", "source_id", "source__name", "confusion")
+        .values_list("kind", "source_id", "source__name", "confusion")
     )
     out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
-    for e in evals:
-        if e.source_id is None:
-            if e.kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
-                out[e.kind] = e.confusion
+    for kind, source_id, source_name, confusion in evals:
+        if source_id is None:
+            if kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
+                out[kind] = confusion
         else:
-            out["others"].append({"name": e.source.name, "id": e.source_id, "confusion": e.confusion})
+            out["others"].append({"name": source_name, "id": source_id, "confusion": confusion})
     adv = AdversarialDataset.objects.filter(network=network).only("network_id", "predictions").first()
     if adv is not None and network.benchmark.data_file:
         labels = storage.eval_labels(network.benchmark.data_file)

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,8 +18,15 @@ from evaluator.models import AdversarialDataset, Evaluation, Job
 from evaluator.services import storage
 from leaderboard.models import ApiToken, Benchmark, Network
 
-ZIP_MAGIC = (b"PK\x03\x04",)
+# A local file header, or the end-of-central-directory record of an empty zip (which the
+# engine then refuses with "no saved_model.pb", a clearer reason than "wrong bytes").
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GZIP_MAGIC = b"\x1f\x8b"
+# Accepted file name endings and the format each one announces.
+EXTENSIONS = {".zip": "zip", ".tar.gz": "tar.gz", ".tgz": "tar.gz"}
+# Marks the admin log entry written when a young upload is deleted: it still counts
+# toward the owner's hourly upload limit (deleting must not reset the limit).
+DELETED_UPLOAD_MARK = "deleted upload (counts toward the upload rate limit)"
 NAME_MAX = 100
 DESCRIPTION_MAX = 5000
 CHUNK = 1024 * 1024
@@ -33,6 +42,29 @@ def _archive_suffix(head: bytes) -> str:
     if head.startswith(GZIP_MAGIC):
         return "tar.gz"
     raise UploadError("the file is not a .zip or .tar.gz archive (its first bytes say otherwise)")
+
+
+def _extension_check(filename: str | None, suffix: str) -> None:
+    """The client's file name must end in an accepted extension matching the bytes.
+
+    A name without any extension (curl from stdin, a test client's field name) is judged
+    by its leading bytes alone; the storage name never uses the client's name anyway.
+    """
+    if not filename:
+        return
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1].strip().lower()
+    if "." not in base.strip("."):
+        return
+    shown = base if len(base) <= 80 else base[:77] + "..."
+    for ext, kind in EXTENSIONS.items():
+        if base.endswith(ext):
+            if kind != suffix:
+                raise UploadError(
+                    f"the file is named '{shown}' but its first bytes say it is a .{suffix} archive; "
+                    "rename it to match"
+                )
+            return
+    raise UploadError(f"'{shown}' is not a .zip, .tar.gz or .tgz file; upload one of those")
 
 
 def _clean_text(value: str, *, field: str, limit: int, required: bool) -> str:
@@ -51,6 +83,10 @@ def upload_rate_check(*, owner: AbstractBaseUser | None) -> None:
         return
     since = timezone.now() - timedelta(hours=1)
     recent = Network.objects.filter(owner=owner, created_at__gte=since).count()
+    # Uploads deleted since: without these, upload-delete-upload would bypass the limit.
+    recent += LogEntry.objects.filter(
+        user=owner, action_flag=DELETION, action_time__gte=since, change_message=DELETED_UPLOAD_MARK,
+    ).count()
     if recent >= settings.UPLOADS_PER_HOUR:
         raise UploadError(
             f"upload limit reached: {settings.UPLOADS_PER_HOUR} uploads per hour; try again later"
@@ -81,19 +117,28 @@ def network_upload(
     description: str = "",
     is_public: bool = True,
     enqueue: bool = True,
+    filename: str | None = None,
 ) -> Network:
     """Store an uploaded archive under a server-generated name and queue the pipeline.
 
     enqueue=False leaves the pipeline to the caller (the `rank` command runs it
-    in-process).
+    in-process). filename: the client's name for the file (web uploads), checked for
+    an accepted extension; never used to name anything on disk.
     """
     from evaluator.tasks import pipeline_enqueue
 
     name = _clean_text(name, field="name", limit=NAME_MAX, required=True)
     description = _clean_text(description, field="description", limit=DESCRIPTION_MAX, required=False)
     upload_rate_check(owner=owner)
+    if benchmark.state != Benchmark.State.READY:
+        # Its dataset, universal set and ladder may not exist yet: nothing to rank against.
+        raise UploadError(
+            f"the benchmark {benchmark.name} is not ready yet ({benchmark.stage or benchmark.state}); "
+            "try again once it is built"
+        )
     head = archive.read(8)
     suffix = _archive_suffix(head)
+    _extension_check(filename, suffix)
     archive.seek(0)
     with transaction.atomic():
         network = Network.objects.create(
@@ -146,6 +191,12 @@ def network_delete(*, network: Network) -> None:
 
     benchmark_id, pk = network.benchmark_id, network.pk
     with transaction.atomic():
+        if network.owner_id and not network.is_reference and network.created_at >= timezone.now() - timedelta(hours=1):
+            LogEntry.objects.create(
+                user_id=network.owner_id, content_type=ContentType.objects.get_for_model(Network),
+                object_id=str(pk), object_repr=network.name[:200], action_flag=DELETION,
+                change_message=DELETED_UPLOAD_MARK,
+            )
         network.delete()
         enqueue_on_commit(rank_benchmark, benchmark_id)
     shutil.rmtree(storage.media_path(f"networks/{pk}"), ignore_errors=True)

@@ -32,3 +32,4 @@ urlpatterns = [
     path("accounts/tokens/", accounts.token_create, name="token-create"),
     path("accounts/tokens/<int:pk>/revoke/", accounts.token_revoke, name="token-revoke"),
 ]
+urlpatterns.append(path("healthz", pages.healthz, name="healthz"))

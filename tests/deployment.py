@@ -64,6 +64,7 @@ class Deployment:
     port: int = field(default_factory=free_port)
     web: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
+    started: int = 0  # workers ever started: names stay unique after a kill
 
     @property
     def base_url(self) -> str:
@@ -111,7 +112,8 @@ class Deployment:
             time.sleep(0.2)
 
     def start_worker(self, name: str | None = None) -> subprocess.Popen:
-        name = name or f"w{len(self.workers)}"
+        self.started += 1
+        name = name or f"w{self.started}"
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "leaderboard", "worker", "--pool", "solo",
              "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", "INFO"],
@@ -189,5 +191,5 @@ class Deployment:
             if status == 200 and data["status"] in ("ranked", "rejected", "failed"):
                 return data
             time.sleep(1.0)
-        logs = "\n".join(self.read_log(f"w{i}") for i in range(len(self.workers)))
+        logs = "\n".join(self.read_log(f"w{i}") for i in range(1, self.started + 1))
         raise AssertionError(f"network {network_id} not finished in {timeout}s: {data}\n{logs}")

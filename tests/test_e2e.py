@@ -5,6 +5,7 @@ middle of an attack and check the job completes with exactly one row per pair.""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import shutil
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MINI_RECIPES, MINI_SCALE, mini_dataset_npz, need
+from tests.conftest import need
 from tests.deployment import Deployment, create_postgres_database, drop_postgres_database, port_open
 
 pytestmark = pytest.mark.slow
@@ -29,17 +30,31 @@ def zip_folder(folder: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Deployment:
-    """A deployment with the mini benchmark built, stopped; others copy its state."""
-    root = tmp_path_factory.mktemp("e2e")
-    var = root / "sqlite"
-    d = Deployment(var_dir=var, database_url=f"sqlite:///{var / 'db.sqlite3'}")
+def state(mini_benchmark, django_db_blocker, tmp_path_factory) -> Path:
+    """The session's mini benchmark (built once, in-process) as a fixture file plus
+    media folder, which each deployment below loads instead of building it again."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    root = tmp_path_factory.mktemp("state")
+    with django_db_blocker.unblock():
+        call_command("dumpdata", "leaderboard", "evaluator", "--output", str(root / "state.json"))
+    shutil.copytree(settings.MEDIA_ROOT, root / "media")
+    return root
+
+
+def _deploy(state: Path, var: Path, database_url: str, broker_url: str = "filesystem://") -> Deployment:
+    shutil.copytree(state / "media", var / "media")
+    d = Deployment(var_dir=var, database_url=database_url, broker_url=broker_url)
     d.manage("migrate")
-    npz = mini_dataset_npz(root / "mini.npz")
-    d.manage("import_benchmark", "mini", "--npz", str(npz), "--steps", "20")
-    d.manage("build_benchmark", "mini", "--recipes", MINI_RECIPES, "--scale", MINI_SCALE)
-    d.manage("dumpdata", "leaderboard", "evaluator", "--output", str(root / "state.json"))
+    d.manage("loaddata", str(state / "state.json"))
     return d
+
+
+@pytest.fixture(scope="module")
+def built(state: Path, tmp_path_factory) -> Deployment:
+    var = tmp_path_factory.mktemp("e2e") / "sqlite"
+    return _deploy(state, var, f"sqlite:///{var / 'db.sqlite3'}")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +66,7 @@ def sqlite_deployment(built: Deployment):
 
 
 @pytest.fixture(scope="module")
-def postgres_deployment(built: Deployment, tmp_path_factory):
+def postgres_deployment(state: Path, tmp_path_factory):
     need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
     need(port_open("127.0.0.1", 6379), "Redis is not listening on 127.0.0.1:6379")
     import redis
@@ -59,11 +74,7 @@ def postgres_deployment(built: Deployment, tmp_path_factory):
     # A clean queue: messages left by an earlier, interrupted run would be noise.
     redis.Redis(host="127.0.0.1", port=6379, db=7).flushdb()
     url = create_postgres_database()
-    var = tmp_path_factory.mktemp("pg")
-    shutil.copytree(built.var_dir / "media", var / "media")
-    d = Deployment(var_dir=var, database_url=url, broker_url="redis://127.0.0.1:6379/7")
-    d.manage("migrate")
-    d.manage("loaddata", str(built.var_dir.parent / "state.json"))
+    d = _deploy(state, tmp_path_factory.mktemp("pg"), url, "redis://127.0.0.1:6379/7")
     d.start_web()
     d.start_worker()
     d.start_worker()
@@ -104,17 +115,50 @@ def test_upload_over_http_to_ranked_on_embedded_default(sqlite_deployment, tiny_
 
 def test_upload_over_http_to_ranked_on_postgres_and_redis(postgres_deployment, tiny_cnn_dir) -> None:
     d = postgres_deployment
-    token = _token(d, "bob")
-    ids = []
-    for i in range(2):
-        status, body = d.upload(token, zip_folder(tiny_cnn_dir), f"tiny-pg-{i}", benchmark="mini")
-        assert status == 202, body
-        ids.append(body["id"])
+    status, body = d.upload(_token(d, "bob"), zip_folder(tiny_cnn_dir), "tiny-pg", benchmark="mini")
+    assert status == 202, body
+    _check_ranked(d, body["id"])
+
+
+DUPLICATES = (
+    "from evaluator.models import Evaluation, AdversarialDataset;"
+    "from django.db.models import Count;"
+    "dup = Evaluation.objects.values('network_id', 'kind', 'source_id').annotate(c=Count('id')).filter(c__gt=1).count();"
+    "adv = AdversarialDataset.objects.values('network_id').annotate(c=Count('id')).filter(c__gt=1).count();"
+    "print(dup, adv, Evaluation.objects.count())"
+)
+
+
+def _no_duplicates(d: Deployment) -> int:
+    dup, adv, total = map(int, d.manage("shell", "-c", DUPLICATES).stdout.split()[-3:])
+    assert dup == 0 and adv == 0
+    return total
+
+
+@pytest.mark.parametrize("which", ["sqlite_deployment", "postgres_deployment"])
+def test_ten_concurrent_uploads_all_ranked_matrix_complete(which, request, tiny_cnn_dir) -> None:
+    d: Deployment = request.getfixturevalue(which)
+    while len(d.workers) < 2:
+        d.start_worker()
+    token = _token(d, f"crowd-{which[:6]}")
+    archive = zip_folder(tiny_cnn_dir)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda i: d.upload(token, archive, f"crowd-{i}", benchmark="mini"), range(10)))
+    assert all(status == 202 for status, _ in replies), replies
+    ids = [body["id"] for _, body in replies]
     for network_id in ids:
-        _check_ranked(d, network_id)
-    # Both uploads met each other although they ran concurrently on two workers.
+        assert d.wait_finished(network_id)["status"] == "ranked"
     status, matrix = d.request("GET", "/api/matrix?benchmark=mini")
-    assert set(ids) <= {n["id"] for n in matrix["networks"]}
+    in_matrix = {n["id"] for n in matrix["networks"]}
+    assert set(ids) <= in_matrix
+    n = len(in_matrix)
+    # Every ordered pair among the ranked networks is stored exactly once: N*(N-1)
+    # adversarial evaluations plus clean and universal for each.
+    total = _no_duplicates(d)
+    _, leaderboard = d.request("GET", "/api/leaderboard?benchmark=mini")
+    unranked = [r for r in leaderboard["networks"] if r["status"] != "ranked"]
+    assert not unranked, unranked
+    assert total == n * (n - 1) + 2 * n
 
 
 def test_worker_killed_mid_attack_then_restarted_completes(sqlite_deployment, tiny_cnn_dir) -> None:
@@ -134,14 +178,51 @@ def test_worker_killed_mid_attack_then_restarted_completes(sqlite_deployment, ti
     d.workers.pop(0)
     d.start_worker()
     data = _check_ranked(d, network_id)
-    counts = d.manage(
-        "shell", "-c",
-        "from evaluator.models import Evaluation, AdversarialDataset;"
-        "from django.db.models import Count;"
-        f"q = Evaluation.objects.filter(network_id={network_id}) | Evaluation.objects.filter(source_id={network_id});"
-        "dup = q.values('network_id', 'kind', 'source_id').annotate(c=Count('id')).filter(c__gt=1).count();"
-        f"print(dup, q.count(), AdversarialDataset.objects.filter(network_id={network_id}).count())",
-    ).stdout.split()
-    duplicates, total, attacks = map(int, counts[-3:])
-    assert duplicates == 0 and attacks == 1
+    _no_duplicates(d)
     assert data["status"] == "ranked"
+
+
+def test_browser_user_uploads_watches_progress_sees_ranked_then_deletes(
+    sqlite_deployment, tiny_cnn_dir, tmp_path
+) -> None:
+    """The whole user story in Debian's chromium, against the real deployment."""
+    from tests.test_browser import ARGS, CHROMIUM
+
+    need(Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    d = sqlite_deployment
+    d.manage("shell", "-c", "from django.contrib.auth.models import User;"
+             "User.objects.create_user('dora', password='pw-dora-12345')")
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(zip_folder(tiny_cnn_dir))
+    hosts: set[str] = set()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page()
+        page.on("request", lambda r: hosts.add(r.url.split("/")[2]) if "://" in r.url else None)
+        page.goto(d.base_url + "/accounts/login/")
+        page.fill("#id_username", "dora")
+        page.fill("#id_password", "pw-dora-12345")
+        page.click("form button[type=submit]")
+        page.goto(d.base_url + "/networks/upload/")
+        page.fill("#id_name", "browser-upload")
+        page.set_input_files("#id_archive", str(archive))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_url("**/networks/*/")
+        network_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+        # The live progress view is on screen while the pipeline runs...
+        assert page.locator("#live-bar").count() == 1
+        seen = {page.inner_text("#live-status")}
+        # ...and the page reloads itself once the network is ranked.
+        page.wait_for_selector("#level", timeout=600_000)
+        assert page.inner_text("#status-badge").strip() == "ranked"
+        assert page.inner_text("#level").strip().isdigit()
+        assert seen & {"queued", "validating", "evaluating", "attacking", "cross-evaluating"}
+        page.click("text=Delete…")
+        page.click("#confirm-delete")
+        page.wait_for_url(lambda url: f"/networks/{network_id}/" not in url)
+        browser.close()
+    status, _ = d.request("GET", f"/api/networks/{network_id}")
+    assert status == 404
+    assert hosts == {f"127.0.0.1:{d.port}"}

@@ -9,6 +9,7 @@ matrix) because starting the child and importing TensorFlow costs seconds.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -69,7 +70,10 @@ def validate_and_evaluate(
     started = time.perf_counter()
     if archive:
         progress(0.05, "unpacking archive")
-        model_path = archive_mod.unpack_upload(Path(archive), Path(extract_to or "model"))
+        target = Path(extract_to or "model")
+        # A retried attempt finds the previous attempt's partial extraction here.
+        shutil.rmtree(target, ignore_errors=True)
+        model_path = archive_mod.unpack_upload(Path(archive), target)
     else:
         model_path = Path(model_dir or "")
     ds = load_dataset(Path(dataset))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import FileResponse, HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
@@ -31,17 +32,37 @@ def leaderboard(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"benchmark": bench.name, "ladder": bench.ladder, "networks": rows})
 
 
+def _csrf_failure(request: HttpRequest) -> JsonResponse | None:
+    """The CSRF check for a session-authenticated write to a csrf_exempt view.
+
+    Token-authenticated calls need no CSRF token (a browser never adds the header on its
+    own); a call that rides on the session cookie does.
+    """
+    if "Authorization" in request.headers:
+        return None
+    if CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {}) is not None:
+        return _error("CSRF check failed: send the X-CSRFToken header, or use an API token", 403)
+    return None
+
+
 @csrf_exempt
 @require_http_methods(["GET", "DELETE"])
 def network_detail(request: HttpRequest, pk: int) -> JsonResponse:
     user = request_user(request)
     network = selectors.network_get_visible(user=user, pk=pk)
     if request.method == "DELETE":
+        if not user.is_authenticated:
+            return _error("send a valid API token: Authorization: Token <key>", 401)
+        if (failure := _csrf_failure(request)) is not None:
+            return failure
         if not selectors.can_manage(user=user, network=network):
             return _error("only the owner can delete this network", 403)
         services.network_delete(network=network)
         return JsonResponse({"id": pk, "deleted": True})
-    return JsonResponse(selectors.network_api_detail(network=network))
+    # Other networks' attacks only where the *viewer* may see them (not the network
+    # owner's view, which would show the owner's private networks).
+    data = selectors.network_api_detail(network=network, user=user)
+    return JsonResponse(data)
 
 
 @require_GET
@@ -70,6 +91,7 @@ def network_create(request: HttpRequest) -> JsonResponse:
             description=request.POST.get("description", ""),
             is_public=request.POST.get("public", "true").lower() not in ("0", "false", "no", "off"),
             archive=files[0],
+            filename=files[0].name,
         )
     except services.UploadError as exc:
         status = 429 if "limit reached" in str(exc) else 413 if "MB limit" in str(exc) else 400

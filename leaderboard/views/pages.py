@@ -6,6 +6,8 @@ page issues a bounded number of queries whatever the number of networks.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import numpy as np
@@ -49,7 +51,10 @@ def _benchmark_or_none(request: HttpRequest) -> tuple[Benchmark | None, str]:
 
 
 def _benchmark_names() -> list[str]:
-    return list(Benchmark.objects.order_by("name").values_list("name", flat=True))
+    """Benchmarks a user can upload to: only built ones."""
+    return list(
+        Benchmark.objects.filter(state=Benchmark.State.READY).order_by("name").values_list("name", flat=True)
+    )
 
 
 def _ladder_size(bench: Benchmark) -> int:
@@ -173,6 +178,17 @@ def _gallery_items(network: Network, adv: AdversarialDataset | None) -> list[dic
     return items
 
 
+@functools.lru_cache(maxsize=512)
+def _confusion_json_cached(confusion: str, class_names: tuple[str, ...], title: str) -> str:
+    return plots.script_json(plots.confusion_figure(json.loads(confusion), list(class_names), title=title))
+
+
+def _confusion_json(confusion: Any, class_names: list[str], title: str) -> str:
+    """A confusion heatmap's figure JSON, memoised on its inputs: building it through
+    plotly.graph_objects costs tens of ms, and a page shows up to four."""
+    return _confusion_json_cached(json.dumps(confusion), tuple(class_names), title)
+
+
 @require_GET
 def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
     network = selectors.network_get_visible(user=request.user, pk=pk)
@@ -187,11 +203,9 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
     for key, title in (("clean", "clean images"), ("universal", "universal perturbations"),
                        ("own", "its own attack (white-box)")):
         if confusions.get(key) is not None:
-            figures[key] = plots.script_json(plots.confusion_figure(confusions[key], class_names, title=title))
+            figures[key] = _confusion_json(confusions[key], class_names, title)
     if others:
-        figures["other"] = plots.script_json(
-            plots.confusion_figure(others[0]["confusion"], class_names, title=f"attack of {others[0]['name']}")
-        )
+        figures["other"] = _confusion_json(others[0]["confusion"], class_names, f"attack of {others[0]['name']}")
     wins = sum(1 for c in comparisons if c.get("wins") is True)
     losses = sum(1 for c in comparisons if c.get("wins") is False)
     badge_url = request.build_absolute_uri(reverse("network-badge", args=[network.pk]))
@@ -405,6 +419,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                     name=form.cleaned_data["name"],
                     description=form.cleaned_data.get("description", ""),
                     archive=form.cleaned_data["archive"],
+                    filename=form.cleaned_data["archive"].name,
                     is_public=bool(form.cleaned_data.get("public")),
                 )
             except Http404:
@@ -422,3 +437,8 @@ def upload(request: HttpRequest) -> HttpResponse:
         "benchmark_ready": bench is not None and bench.state == Benchmark.State.READY,
         "uploads_per_hour": settings.UPLOADS_PER_HOUR,
     })
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """A trivial view: liveness probe, and the reference for the web latency figures."""
+    return HttpResponse("ok", content_type="text/plain")

@@ -1,0 +1,228 @@
+"""Upload → ranked: wall time per stage and the share that is TensorFlow compute.
+
+    .venv/bin/python bench/upload_to_ranked.py                        # mini benchmark (built once, cached)
+    VAR_DIR=/path/to/built/var .venv/bin/python bench/upload_to_ranked.py --benchmark mnist-5k
+
+A real deployment in subprocesses (tests/deployment.py: waitress web server + one Celery
+worker, file SQLite, filesystem broker) on a private copy of a built VAR_DIR. The tests'
+tiny CNN is uploaded over HTTP (POST /api/networks) and polled every 0.2 s until ranked.
+Then the Job rows give the stage breakdown (started/finished, the sandbox's own seconds
+from the job log), and probes run in the same sandbox measure what is overhead:
+
+  process start    a sandbox job that does nothing
+  TF import        a sandbox job that only imports TensorFlow (minus the above)
+  model load       scan + load + trace of each model (probe job, same files)
+  TF compute       attack loop (AdversarialDataset.seconds), clean/universal predicts
+                   (probe job, same model and data), cross-evaluation predicts
+                   (Evaluation.seconds minus the probe's peer load times)
+
+Everything else (dataset reads, unpacking, writing arrays, job bookkeeping, database
+writes, queue hand-offs between stages, ranking) is overhead too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+
+def parse_sandbox_seconds(log: str) -> tuple[float, float]:
+    """(seconds, peak MB) of the last successful sandbox attempt in a job log."""
+    found = re.findall(r"^ok in ([\d.]+) s, peak (\d+) MB", log, flags=re.M)
+    if not found:
+        return float("nan"), float("nan")
+    s, mb = found[-1]
+    return float(s), float(mb)
+
+
+def control_model_dir(work: Path, benchmark: str) -> Path:
+    """The extracted SavedModel of the benchmark's control reference in a built VAR_DIR."""
+    import sqlite3
+
+    db = sqlite3.connect(work / "db.sqlite3")
+    (info,) = db.execute(
+        "SELECT n.info FROM leaderboard_network n JOIN leaderboard_benchmark b ON n.benchmark_id = b.id "
+        "WHERE b.name = ? AND n.is_reference AND n.recipe = 'control'", (benchmark,)).fetchone()
+    import json
+
+    return work / "media" / json.loads(info)["model_dir"]
+
+
+def run_deployment(work: Path, benchmark: str, poll_s: float, model: Path | None) -> dict:
+    d = c.deployment(work)
+    d.manage("migrate")
+    token = d.manage("create_token", "bench", "--create").stdout.strip().splitlines()[-1]
+    if str(model) == "control":
+        model = control_model_dir(work, benchmark)
+    archive = c.zip_folder(model or c.tiny_cnn_dir())
+    d.start_web()
+    d.start_worker()
+    try:
+        time.sleep(3.0)  # let the worker finish starting (not part of the measurement)
+        t0 = time.time()
+        status, body = d.upload(token, archive, "tiny-upload", benchmark=benchmark)
+        t_accepted = time.time()
+        if status != 202:
+            raise SystemExit(f"upload refused: {status} {body}")
+        nid = body["id"]
+        seen: list[tuple[float, str]] = []
+        deadline = time.time() + 1800
+        while time.time() < deadline:
+            _, data = d.request("GET", f"/api/networks/{nid}")
+            if not seen or seen[-1][1] != data["status"]:
+                seen.append((time.time() - t0, data["status"]))
+            if data["status"] in ("ranked", "rejected", "failed"):
+                break
+            time.sleep(poll_s)
+        t_done = time.time()
+        if data["status"] != "ranked":
+            raise SystemExit(f"network {nid} ended {data['status']}: {data.get('reason')}\n{d.read_log('w0')}")
+    finally:
+        d.stop()
+    return {"id": nid, "t0": t0, "accepted": t_accepted - t0, "client_total": t_done - t0, "seen": seen}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", default="mini", help="mini (built here) or a benchmark built in $VAR_DIR")
+    parser.add_argument("--fresh", action="store_true", help="rebuild the cached mini benchmark")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each overhead probe (median)")
+    parser.add_argument("--poll", type=float, default=0.2)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="SavedModel folder to upload (default: the tests' tiny CNN); "
+                             "'control' = a copy of the benchmark's control reference")
+    args = parser.parse_args()
+
+    c.header("upload → ranked, per stage", "python bench/upload_to_ranked.py " + " ".join(sys.argv[1:]))
+    if args.benchmark == "mini":
+        source, built = c.mini_template(fresh=args.fresh)
+        if built:
+            print(f"(built the mini benchmark in {built:.0f} s)")
+    else:
+        if not os.getenv("VAR_DIR"):
+            raise SystemExit("--benchmark other than mini needs VAR_DIR pointing to a built VAR_DIR")
+        source = Path(os.environ["VAR_DIR"]).resolve()
+    work = c.copy_var(source, c.CACHE / f"upload-run-{args.benchmark}")
+    run = run_deployment(work, args.benchmark, args.poll, args.model)
+
+    c.django_setup(work)
+    from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
+    from evaluator.services import storage
+    from evaluator.services.ranking import benchmark_rank
+    from leaderboard.models import Network
+
+    net = Network.objects.select_related("benchmark").get(pk=run["id"])
+    bench = net.benchmark
+    jobs = {j.kind: j for j in Job.objects.filter(network=net)}
+    adv = AdversarialDataset.objects.get(network=net)
+    universal = UniversalSet.objects.filter(benchmark=bench).first()
+    rows = Evaluation.objects.filter(network=net, source__isnull=False)
+    cols = Evaluation.objects.filter(source=net)
+    peers = list(Network.objects.filter(benchmark=bench, adversarial__isnull=False).exclude(pk=net.pk))
+    n_eval = len(storage.eval_labels(bench.data_file))
+    print(f"benchmark {bench.name}: {n_eval} eval images, attack {bench.steps} steps; "
+          f"{len(peers)} other networks ({sum(p.is_reference for p in peers)} references); "
+          f"upload: {args.model or 'the tests tiny CNN'} ({net.archive_bytes / 1024:.0f} KB zip)")
+    print("client saw: " + ", ".join(f"{s} @{t:.1f}s" for t, s in run["seen"]))
+    print()
+
+    # ---------------------------------------------------------------- probes (deployment stopped)
+    noop = c.median([c.sandbox("bench._common:probe_noop").seconds for _ in range(args.repeats)])
+    imp = [c.sandbox("bench._common:probe_import_tf") for _ in range(args.repeats)]
+    import_wall = c.median([r.seconds for r in imp])
+    probe = c.sandbox("bench._common:probe_model", {
+        "model_dir": str(storage.media_path(net.info["model_dir"])),
+        "dataset": str(storage.media_path(bench.data_file)),
+        "universal": str(storage.media_path(universal.file)) if universal else None,
+        "adversarial": str(storage.media_path(adv.file)),
+        "peers": [str(storage.media_path(p.info["model_dir"])) for p in peers],
+    }).value
+    rank_s = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        benchmark_rank(benchmark=bench)
+        rank_s.append(time.perf_counter() - t)
+    rank_compute = c.median(rank_s)
+
+    # ---------------------------------------------------------------- timeline
+    created = net.created_at.timestamp()
+    ranked = net.ranked_at.timestamp()
+    order = ["validate", "attack", "cross"]
+    sandbox_s = {k: parse_sandbox_seconds(jobs[k].log)[0] for k in order}
+    # The first predict after loading retraces the graph for the full batch size: that
+    # part is overhead (tracing), the second identical predict is the compute.
+    trace = max(0.0, probe["predict_clean"] - probe["predict_clean_again"])
+    compute = {
+        "validate": probe["predict_clean_again"] + probe.get("predict_universal", 0.0),
+        "attack": adv.seconds,
+        # rows: the new network (traced already) on each peer's set; columns: each peer's
+        # pure predict on ours (the probe's second call); the rest of a column is load + trace.
+        "cross": sum(e.seconds for e in rows) + sum(probe["peer_predict"]),
+    }
+    col_overhead = sum(e.seconds for e in cols) - sum(probe["peer_predict"])
+    loads = {"validate": probe["scan_load"] + trace, "attack": probe["scan_load"],
+             "cross": probe["scan_load"] + col_overhead}
+    reads = probe["import_engine"] + probe["load_dataset"]  # engine modules + dataset file, every job
+    start_import = noop + max(0.0, import_wall - noop)
+    table = []
+    prev_end = created
+    gaps = 0.0
+    for k in order:
+        j = jobs[k]
+        gap = j.started_at.timestamp() - prev_end
+        gaps += gap
+        label = "upload saved → validate starts" if k == "validate" else f"→ {k} starts (DB writes + queue)"
+        table.append((label, gap, None, None, None, None))
+        other = sandbox_s[k] - start_import - loads[k] - compute[k]
+        table.append((f"{k} job", j.seconds, sandbox_s[k], compute[k], start_import + loads[k], other))
+        prev_end = j.finished_at.timestamp()
+    tail = ranked - prev_end
+    table.append(("cross done → ranked (DB writes + queue + rank)", tail, None, None, None, None))
+    total = ranked - created
+    print(c.table(table, ["stage", "wall s", "sandbox s", "TF compute s", "start+import+load s", "other in sandbox s"]))
+    print()
+
+    tf_compute = sum(compute.values())
+    overhead = total - tf_compute
+    parts = [
+        ("process start (3 jobs)", 3 * noop),
+        ("TensorFlow import (3 jobs)", 3 * max(0.0, import_wall - noop)),
+        ("model scan + load + trace (own ×3, every peer ×1)", sum(loads.values())),
+        ("engine import + dataset read (3 jobs)", 3 * reads),
+        ("other inside jobs (unpack, write arrays, ...)",
+         sum(sandbox_s[k] - start_import - loads[k] - compute[k] - reads for k in order)),
+        ("job bookkeeping outside the sandbox (Job rows, heartbeats)",
+         sum(jobs[k].seconds - sandbox_s[k] for k in order)),
+        ("between stages: DB writes + queue hand-off", gaps),
+        ("after cross: DB writes + rank queue + rank", tail),
+    ]
+    print(c.table(
+        [("TensorFlow compute (attack loop + predicts)", tf_compute, 100 * tf_compute / total)]
+        + [(name, s, 100 * s / total) for name, s in parts]
+        + [("total overhead", overhead, 100 * overhead / total), ("total: upload saved → ranked", total, 100.0)],
+        ["where the time goes", "seconds", "% of total"]))
+    print()
+    print(f"client view: POST accepted in {run['accepted']:.2f} s; POST → API says ranked: {run['client_total']:.1f} s")
+    print(f"probes (median of {args.repeats}): empty sandbox job {noop:.2f} s; job importing TF {import_wall:.2f} s; "
+          f"in-child TF import {c.median([r.value['import_tf'] for r in imp]):.2f} s")
+    print(f"probe: scan+load own model {probe['scan_load']:.2f} s; peers: load "
+          f"{sum(probe['peer_loads']):.2f} s, first predict {sum(probe['peer_first_predict']):.2f} s, "
+          f"predict {sum(probe['peer_predict']):.2f} s (sums over {len(peers)}); engine import {probe['import_engine']:.2f} s; "
+          f"dataset read {probe['load_dataset']:.2f} s; predict clean {probe['predict_clean']:.3f} s "
+          f"(again {probe['predict_clean_again']:.3f} s); universal {probe.get('predict_universal', 0):.3f} s; "
+          f"one adversarial set {probe['predict_adversarial']:.3f} s")
+    print(f"attack loop {adv.seconds:.2f} s; cross: {rows.count()} row + {cols.count()} column evaluations; "
+          f"benchmark_rank in-process {rank_compute:.3f} s (median of {args.repeats})")
+    print(f"overhead share: {100 * overhead / total:.0f}% (goal < 25%); "
+          f"TF compute {tf_compute:.1f} s of {total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
