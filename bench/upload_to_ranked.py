@@ -110,6 +110,15 @@ def main() -> None:
             raise SystemExit("--benchmark other than mini needs VAR_DIR pointing to a built VAR_DIR")
         source = Path(os.environ["VAR_DIR"]).resolve()
     work = c.copy_var(source, c.CACHE / f"upload-run-{args.benchmark}")
+    # Overhead probes before and after the upload (the machine's load drifts): medians of both.
+    noops, imports = [], []
+
+    def probe_overheads() -> None:
+        for _ in range(args.repeats):
+            noops.append(c.sandbox("bench._common:probe_noop").seconds)
+            imports.append(c.sandbox("bench._common:probe_import_tf"))
+
+    probe_overheads()
     run = run_deployment(work, args.benchmark, args.poll, args.model)
 
     c.django_setup(work)
@@ -134,8 +143,9 @@ def main() -> None:
     print()
 
     # ---------------------------------------------------------------- probes (deployment stopped)
-    noop = c.median([c.sandbox("bench._common:probe_noop").seconds for _ in range(args.repeats)])
-    imp = [c.sandbox("bench._common:probe_import_tf") for _ in range(args.repeats)]
+    probe_overheads()
+    noop = c.median(noops)
+    imp = imports
     import_wall = c.median([r.seconds for r in imp])
     probe = c.sandbox("bench._common:probe_model", {
         "model_dir": str(storage.media_path(net.info["model_dir"])),
@@ -196,7 +206,7 @@ def main() -> None:
         ("TensorFlow import (3 jobs)", 3 * max(0.0, import_wall - noop)),
         ("model scan + load + trace (own ×3, every peer ×1)", sum(loads.values())),
         ("engine import + dataset read (3 jobs)", 3 * reads),
-        ("other inside jobs (unpack, write arrays, ...)",
+        ("rest inside jobs (unpack, write arrays; ± probe noise)",
          sum(sandbox_s[k] - start_import - loads[k] - compute[k] - reads for k in order)),
         ("job bookkeeping outside the sandbox (Job rows, heartbeats)",
          sum(jobs[k].seconds - sandbox_s[k] for k in order)),
@@ -210,8 +220,9 @@ def main() -> None:
         ["where the time goes", "seconds", "% of total"]))
     print()
     print(f"client view: POST accepted in {run['accepted']:.2f} s; POST → API says ranked: {run['client_total']:.1f} s")
-    print(f"probes (median of {args.repeats}): empty sandbox job {noop:.2f} s; job importing TF {import_wall:.2f} s; "
-          f"in-child TF import {c.median([r.value['import_tf'] for r in imp]):.2f} s")
+    print(f"probes (median of {len(noops)}, half before and half after the upload): empty sandbox job {noop:.2f} s; job importing TF {import_wall:.2f} s; "
+          f"in-child TF import {c.median([r.value['import_tf'] for r in imp]):.2f} s "
+          f"(range {min(r.seconds for r in imp):.2f}-{max(r.seconds for r in imp):.2f} s)")
     print(f"probe: scan+load own model {probe['scan_load']:.2f} s; peers: load "
           f"{sum(probe['peer_loads']):.2f} s, first predict {sum(probe['peer_first_predict']):.2f} s, "
           f"predict {sum(probe['peer_predict']):.2f} s (sums over {len(peers)}); engine import {probe['import_engine']:.2f} s; "

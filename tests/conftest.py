@@ -116,9 +116,16 @@ def mini_benchmark(django_db_setup, django_db_blocker, tmp_path_factory: pytest.
     per session into the test database through the real build command."""
     from django.core.management import call_command
 
+    from django.db import connection
+
     from leaderboard.models import Benchmark
 
     with django_db_blocker.unblock():
+        # pytest-django creates the test database only when a collected test is marked
+        # django_db; otherwise this would build into the developer's real database.
+        assert "memory" in connection.settings_dict["NAME"] or "test" in connection.settings_dict["NAME"], (
+            "mini_benchmark needs the test database: mark the test module django_db"
+        )
         bench = Benchmark.objects.filter(name="mini").first()
         if bench is None or bench.state != Benchmark.State.READY:
             Benchmark.objects.filter(name="mini").delete()

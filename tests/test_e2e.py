@@ -17,7 +17,9 @@ import pytest
 from tests.conftest import need
 from tests.deployment import Deployment, create_postgres_database, drop_postgres_database, port_open
 
-pytestmark = pytest.mark.slow
+# django_db: the session's test database must exist (pytest-django sets one up only
+# for the aliases that marked tests ask for; mini_benchmark writes into it).
+pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -453,7 +453,7 @@ def m_infinite_loop(ctx: Ctx) -> Path:
 
     def body(x):
         always = tf.reduce_min(x) > -1.0  # true for every image, known only at run time
-        count = tf.while_loop(lambda i: always, lambda i: i + 1.0, [tf.constant(0.0)])
+        count = tf.while_loop(lambda i: always, lambda i: i + 1.0, [tf.constant(0.0)])[0]
         return {"logits": _logits(x) + count * 0.0}
 
     return export_module(ctx.tmp / "m", body)
@@ -673,6 +673,7 @@ def test_hostile_upload_is_refused_with_a_reason(case: Case, ctx, uploader, clie
     assert network_run_pipeline(network=net) is False
     net.refresh_from_db()
     assert net.status == case.status, (net.status, net.reason)
+    print(f"{case.id}: {net.reason}")  # the corpus's reasons, for `pytest -s`
     for word in case.words:
         assert _has(word, net.reason), (word, net.reason)
     assert "Traceback" not in net.reason and len(net.reason) < 2000
