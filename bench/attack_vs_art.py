@@ -1,6 +1,6 @@
 """Attack throughput: our targeted attack vs ART's PGD vs a bare tf.function loop.
 
-    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--no-art]
+    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--images 2000] [--no-art]
                                             [--variants [--variant-images 1000]]
 
 All three run the same attack (targeted, L-inf eps=0.3, step 0.01, 40 steps, no random
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--variants", action="store_true", help="also time our loop/XLA variants")
+    parser.add_argument("--images", type=int, default=2000, help="eval images attacked per run")
     parser.add_argument("--variant-images", type=int, default=1000, help="images per variant run")
     parser.add_argument("--no-art", action="store_true", help="skip ART (ours vs bare only)")
     args = parser.parse_args()
@@ -166,6 +167,7 @@ def main() -> None:
     from evaluator.engine.network import load_network
 
     x_train, y_train, x_eval, y_eval, targets = load_data()
+    x_eval, y_eval, targets = x_eval[: args.images], y_eval[: args.images], targets[: args.images]
     model, saved_path = control_model(x_train, y_train)
     net = load_network(saved_path, expected_shape=(28, 28, 1), num_classes=10, probe=x_eval[:64])
     config = AttackConfig(epsilon=EPSILON, step=STEP, steps=STEPS, batch_size=args.batch_size)

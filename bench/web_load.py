@@ -171,6 +171,49 @@ def load(base: str, path: str, duration: float, connections: int, use_wrk: bool)
     return data
 
 
+def matrix_growth(sizes: list[int]) -> None:
+    """/api/matrix and /matrix/ read every pair of the matrix: time them at growing N
+    (fake_suite's full matrix, in-process, median of 3 requests)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.fakes import fake_network, fake_suite
+
+    suite = fake_suite(references=10, uploads=0)
+    peers = list(suite.references)
+    client = Client()
+    rows = []
+    for n in sizes:
+        while len(peers) < n:
+            j = len(peers)
+            peers.append(fake_network(suite.benchmark, suite.labels, name=f"m-{j}", strength=(j % 10 + 0.5) / 10,
+                                      peers=list(peers), seed=3000 + j))
+        from evaluator.services.ranking import benchmark_rank
+
+        t = time.perf_counter()
+        benchmark_rank(benchmark=suite.benchmark)
+        rank_s = time.perf_counter() - t
+        row = [n, n * (n - 1), rank_s]
+        for url in ("/api/matrix", "/matrix/"):
+            times = []
+            for _ in range(3):
+                with CaptureQueriesContext(connection) as ctx:
+                    t = time.perf_counter()
+                    assert client.get(url).status_code == 200
+                    times.append(time.perf_counter() - t)
+            row += [c.median(times), len(ctx.captured_queries)]
+        rows.append(row)
+        print(f"  N={n} done", flush=True)
+    print(c.table(rows, ["N", "pairs", "benchmark_rank s", "/api/matrix s", "queries", "/matrix/ s", "queries"]))
+    if len(rows) > 1:
+        import math
+
+        a, b = rows[0], rows[-1]
+        print(f"growth exponent of /api/matrix between N={a[0]} and N={b[0]}: "
+              f"{math.log(b[3] / a[3]) / math.log(b[0] / a[0]):.2f} (2 = quadratic)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--networks", type=int, default=1000)
@@ -178,15 +221,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--matrix-sizes", default="",
+                        help="instead: time /api/matrix and /matrix/ on full matrices of these N, e.g. 25,50,100")
     args = parser.parse_args()
-    c.header(f"web layer with {args.networks} networks", "python bench/web_load.py " + " ".join(sys.argv[1:]))
+    c.header(f"web layer with {args.networks} networks" if not args.matrix_sizes else "matrix views vs N",
+             "python bench/web_load.py " + " ".join(sys.argv[1:]))
 
-    work = c.CACHE / "web-run"
+    work = c.CACHE / ("web-run" if not args.matrix_sizes else "matrix-run")
     shutil.rmtree(work, ignore_errors=True)
     (work / "staticfiles").mkdir(parents=True)
     d = c.deployment(work)
     d.manage("migrate")
     c.django_setup(work)
+    if args.matrix_sizes:
+        matrix_growth([int(x) for x in args.matrix_sizes.split(",")])
+        return
     from django.contrib.auth.models import User
 
     from leaderboard.models import Network

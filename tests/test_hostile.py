@@ -538,7 +538,7 @@ CASES = [
          refused=400),
     Case("wrong-magic-elf", lambda c: _head(Path(sys.executable).resolve()),
          ("not a .zip or .tar.gz archive",), refused=400, via="form"),
-    Case("uncompressed-tar", lambda c: targz_bytes(FAKE_MODEL_TAR(), compress=False),
+    Case("uncompressed-tar", lambda c: targz_bytes(_fake_model_tar(), compress=False),
          ("not a .zip or .tar.gz archive",), refused=400, filename="model.tar"),
     Case("zip-named-exe", lambda c: zip_bytes(FAKE_MODEL), ("not a .zip, .tar.gz or .tgz",), refused=400,
          filename="model.exe"),
@@ -581,7 +581,7 @@ CASES = [
 ]
 
 
-def FAKE_MODEL_TAR() -> list[tuple[tarfile.TarInfo, bytes]]:  # noqa: N802 - a constant, built lazily
+def _fake_model_tar() -> list[tuple[tarfile.TarInfo, bytes]]:
     return [tar_file(name, data) for name, data in FAKE_MODEL]
 
 
