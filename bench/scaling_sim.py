@@ -1,6 +1,6 @@
 """What the sparse comparison rule changes, on synthetic cross-attack matrices.
 
-    .venv/bin/python bench/scaling_sim.py [--uploads 500] [--seeds 3] [--rules 0:0,5:5,10:10,20:20,0:30,30:0]
+    .venv/bin/python bench/scaling_sim.py [--uploads 500] [--seeds 3] [--rules 0:0,10:10,10:30,...] [--rank-cost 100,200,400]
 
 The full matrix costs N(N-1) evaluations; past a few thousand networks it is replaced by
 the rule "every network against every reference, plus the current top-k and a random
@@ -57,11 +57,11 @@ class Suite:
 def true_accuracies(uploads: int, references: int = 10, *, alpha: float = 1.5, pair_noise: float = 0.3,
                     attack_noise: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(latent robustness, true accuracy p[a][b] of a on adv(b)); references first."""
-    from scipy.stats import norm
+    from statistics import NormalDist
 
     rng = np.random.default_rng(seed)
     q = (np.arange(references) + 0.5) / references
-    latent = np.concatenate([norm.ppf(q), rng.standard_normal(uploads)])
+    latent = np.concatenate([[NormalDist().inv_cdf(float(x)) for x in q], rng.standard_normal(uploads)])
     n = len(latent)
     attack = latent + attack_noise * rng.standard_normal(n)
     logits = alpha * (latent[:, None] - attack[None, :]) + pair_noise * rng.standard_normal((n, n))
@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=500)
     parser.add_argument("--references", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rules", default="0:0,0:10,10:0,5:5,10:10,20:20,0:40")
+    parser.add_argument("--rules", default="0:0,10:0,0:10,5:5,10:10,20:20,10:30,0:40")
     parser.add_argument("--pair-noise", type=float, default=0.3)
     parser.add_argument("--rank-cost", default="", help="also time the ranking's numeric part at these N, e.g. 100,200,400")
     args = parser.parse_args()

@@ -146,30 +146,8 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
     return out
 
 
-def network_confusions(*, network: Network) -> dict[str, Any]:
-    """Confusion matrices: clean, universal, own attack, and every visible other attack."""
-    evals = network.evaluations.select_related("source").only(
-        "kind", "network_id", "source__name", "source__is_public", "source__owner_id", "confusion",
-        "accuracy"
-    )
-    out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
-    for e in evals:
-        if e.kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
-            out[e.kind] = e.confusion
-        elif e.source is not None and (e.source.is_public or e.source.owner_id == network.owner_id):
-            out["others"].append({"name": e.source.name, "id": e.source_id, "confusion": e.confusion})
-    adv = AdversarialDataset.objects.filter(network=network).first()
-    if adv is not None:
-        labels = storage.eval_labels(network.benchmark.data_file)
-        out["own"] = metrics.confusion_matrix(
-            labels, adv.prediction_array(), network.benchmark.num_classes
-        ).tolist()
-    return out
-
-
-def network_api_detail(*, network: Network, user: User | None = None) -> dict[str, Any]:
-    """The API detail; with `user`, other networks' attacks are those the viewer may see
-    (one query for the confusion matrices instead of computing them twice)."""
+def network_api_detail(*, network: Network, user: User) -> dict[str, Any]:
+    """The API detail; other networks' attacks are only those the viewer may see."""
     data = network_row(network)
     data.update(
         {
@@ -178,8 +156,7 @@ def network_api_detail(*, network: Network, user: User | None = None) -> dict[st
             "reason": network.reason or None,
             "stage": network.stage,
             "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
-            "confusion_matrices": network_confusions(network=network) if user is None
-            else network_page_confusions(network=network, user=user),
+            "confusion_matrices": network_page_confusions(network=network, user=user),
             "pairwise": [
                 {k: (v.name if k == "reference" else v) for k, v in c.items()}
                 | {"reference_id": c["reference"].pk}

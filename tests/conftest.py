@@ -147,3 +147,19 @@ def need(ok: bool, reason: str) -> None:
     if CI:
         pytest.fail(f"required under CI=true: {reason}")
     pytest.skip(reason)
+
+
+# Named users shared by the Django tests (Healthchecks style): alice owns things,
+# bob is the other user who must not see them.
+@pytest.fixture
+def alice(db):
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def bob(db):
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("bob", password="pw-bob-123")

@@ -20,14 +20,6 @@ ROW_KEYS = {"id", "name", "level", "score", "status", "clean_accuracy", "univers
             "universal_robustness", "universal_tier", "whitebox_accuracy", "is_reference", "flags"}
 
 
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
 
 
 def _zip_bytes() -> bytes:

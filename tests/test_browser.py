@@ -28,7 +28,6 @@ CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 WIDTHS = {"desktop": (1280, 800), "phone": (390, 844)}
-FINDER = "leaderboard.vendor.PlotlyFinder"
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -56,14 +55,6 @@ def chrome():
         browser.close()
 
 
-@pytest.fixture(autouse=True)
-def _plotly_finder(settings):
-    finders = list(getattr(settings, "STATICFILES_FINDERS", [
-        "django.contrib.staticfiles.finders.FileSystemFinder",
-        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    ]))
-    if FINDER not in finders:
-        settings.STATICFILES_FINDERS = [*finders, FINDER]
 
 
 class Session:

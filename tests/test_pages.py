@@ -23,28 +23,10 @@ from tests.fakes import fake_network, fake_suite
 pytestmark = pytest.mark.django_db
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-FINDER = "leaderboard.vendor.PlotlyFinder"
 
 
-@pytest.fixture(autouse=True)
-def _plotly_finder(settings):
-    """Until settings.STATICFILES_FINDERS lists the Plotly finder, add it for these tests."""
-    finders = list(getattr(settings, "STATICFILES_FINDERS", [
-        "django.contrib.staticfiles.finders.FileSystemFinder",
-        "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    ]))
-    if FINDER not in finders:
-        settings.STATICFILES_FINDERS = [*finders, FINDER]
 
 
-@pytest.fixture
-def alice() -> User:
-    return User.objects.create_user("alice", password="pw-alice-123")
-
-
-@pytest.fixture
-def bob() -> User:
-    return User.objects.create_user("bob", password="pw-bob-123")
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ def targeted_attack(
     adversarial = np.empty_like(x)
     moved = np.zeros(len(x), bool)
     start = 0
-    for chunk, count in net.batches(x, config.batch_size, predict=False):
+    for chunk, count in net.batches(x, config.batch_size, allow_multiple=True):
         chunk_targets = np.zeros(len(chunk), np.int32)
         chunk_targets[:count] = targets[start : start + count]
         adv, chunk_moved = function(tf.constant(chunk), tf.constant(chunk_targets), epsilon, step)

@@ -138,7 +138,7 @@ class LoadedNetwork:
             input_signature=[tf.TensorSpec([info.fixed_batch, h, w, c], tf.float32)],
         )
 
-    # -- graph-level API (inside tf.function / GradientTape) ---------------------------
+    # -- graph-level API (inside a tf.function) -------------------------------------------
 
     def raw_outputs(self, x: tf.Tensor) -> tf.Tensor:
         """The signature's output (logits or probabilities) as float32.
@@ -178,14 +178,15 @@ class LoadedNetwork:
             return max(1, batch_size)
         return fixed * max(1, batch_size // fixed)
 
-    def batches(self, x: np.ndarray, batch_size: int, *, predict: bool = True):
+    def batches(self, x: np.ndarray, batch_size: int, *, allow_multiple: bool = False):
         """Yield (chunk, real_count); with a fixed batch every chunk has exactly that size.
 
-        For predict the chunks have the fixed batch size itself (the traced signature);
-        otherwise a multiple of it (see `raw_outputs`), the last one zero-padded.
+        By default chunks have the fixed batch size itself (what `predict` traces);
+        with allow_multiple, up to batch_size images, a multiple of it (graph code
+        splits those, see `raw_outputs`). The last chunk is zero-padded.
         """
         fixed = self.info.fixed_batch
-        step = fixed if (fixed is not None and predict) else self.batch_step(batch_size)
+        step = self.batch_step(batch_size) if (fixed is None or allow_multiple) else fixed
         x = np.asarray(x, dtype=np.float32)
         for start in range(0, len(x), step):
             chunk = x[start : start + step]
@@ -222,7 +223,7 @@ def graph_gradient(objective: tf.Tensor, wrt: tf.Tensor) -> tf.Tensor:
 
 
 def _probe_images(probe: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
-    if probe is not None:
+    if probe is not None and len(probe):
         return np.asarray(probe, dtype=np.float32)
     # Zeros catch log(0)-style NaNs; uniform noise exercises every pixel.
     noise = np.random.default_rng(0).random((PROBE_SIZE - 1, *shape), dtype=np.float32)

@@ -106,12 +106,7 @@ def adversarial_npz(request: HttpRequest, pk: int) -> FileResponse | JsonRespons
     adv = AdversarialDataset.objects.filter(network=network).first()
     if adv is None:
         return _error("this network has no adversarial set yet", 404)
-    return FileResponse(
-        open(storage.media_path(adv.file), "rb"),
-        as_attachment=True,
-        filename=f"adversarial-{network.pk}.npz",
-        content_type="application/octet-stream",
-    )
+    return _npz(adv.file, f"adversarial-{network.pk}.npz")
 
 
 @require_GET
@@ -120,9 +115,12 @@ def universal_npz(request: HttpRequest, name: str) -> FileResponse | JsonRespons
     universal = UniversalSet.objects.filter(benchmark=bench).first()
     if universal is None:
         return _error("this benchmark has no universal perturbations yet", 404)
-    return FileResponse(
-        open(storage.media_path(universal.file), "rb"),
-        as_attachment=True,
-        filename=f"universal-{bench.name}.npz",
-        content_type="application/octet-stream",
-    )
+    return _npz(universal.file, f"universal-{bench.name}.npz")
+
+
+def _npz(relative: str, filename: str) -> FileResponse | JsonResponse:
+    path = storage.media_path(relative)
+    if not path.is_file():
+        return _error("the stored file is missing; an administrator can rerun the network", 404)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
+                        content_type="application/octet-stream")
