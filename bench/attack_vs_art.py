@@ -11,9 +11,10 @@ CNN (2 conv blocks 32/64 + dense 128, logits):
   art   ART ProjectedGradientDescent around a TensorFlowV2Classifier of the Keras model
   bare  the same 40 signed steps in one tf.function directly on the Keras model (the limit)
 
-Each timed part runs once as warm-up, then `repeats` rounds interleaved (ours, art, bare,
-ours, ...); medians are reported. `--variants` also times our loop strategies
-(while_loop / unrolled, with and without XLA) on the raw compiled function.
+Each timed part runs once as warm-up, then `repeats` rounds interleaved (ours, bare, art,
+ours, ...); medians, best runs and the median of per-round ratios are reported.
+`--variants` also times our loop strategies (while_loop = ours / unrolled, with and
+without XLA) on the raw compiled function.
 Figures are recorded in docs/PERFORMANCE.md.
 """
 
@@ -118,22 +119,34 @@ def art_attack(model, batch_size: int) -> Callable[[np.ndarray, np.ndarray], np.
     return lambda x, targets: pgd.generate(x, y=np.eye(10, dtype=np.float32)[targets])
 
 
-def median_runs(parts: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Warm each part once, then time them interleaved: median (wall, CPU) seconds per part.
-
-    CPU time (all threads of this process) is reported beside wall time because the
-    machine is shared: wall time also counts the time other jobs held the cores.
-    """
+def timed_rounds(parts: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Warm each part once, then time them interleaved: wall seconds per part per round."""
     for run in parts.values():
         run()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in parts}
+    times: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(repeats):
         for name, run in parts.items():
-            wall, cpu = time.perf_counter(), time.process_time()
+            start = time.perf_counter()
             run()
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {name: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts))
-            for name, ts in times.items()}
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def report(times: dict[str, list[float]], work: int, unit: str, extra: dict[str, str] | None = None) -> None:
+    """Median and best throughput per part, then ours/other as the median of per-round ratios.
+
+    The machine is shared and other jobs come and go within seconds, so a run's speed
+    can halve: per-round (adjacent runs) ratios and the best run are steadier than
+    ratios of medians.
+    """
+    for name, ts in times.items():
+        print(f"{name:8s} median {work / statistics.median(ts):8.0f} {unit}  best {work / min(ts):8.0f}  "
+              f"{(extra or {}).get(name, '')}")
+    for other in times:
+        if other != "ours" and "ours" in times:
+            ratios = [b / a for a, b in zip(times["ours"], times[other])]
+            print(f"ours/{other:6s} median of per-round ratios {statistics.median(ratios):.2f}  "
+                  f"(rounds {', '.join(f'{r:.2f}' for r in ratios)}; best-vs-best {min(times[other]) / min(times['ours']):.2f})")
 
 
 def time_variants(net, x: np.ndarray, targets: np.ndarray, batch_size: int, repeats: int) -> None:
@@ -146,11 +159,10 @@ def time_variants(net, x: np.ndarray, targets: np.ndarray, batch_size: int, repe
     for loop in ("while", "unrolled"):
         for jit in (False, True):
             function = attack_function(net, steps=STEPS, eot_samples=1, batch=None, loop=loop, jit_compile=jit)
-            parts[f"{loop}{'+xla' if jit else ''}"] = (
+            parts["ours" if (loop, jit) == ("while", False) else f"{loop}{'+xla' if jit else ''}"] = (
                 lambda f=function: [f(xc, tc, eps, step)[0].numpy() for xc, tc in chunks]
             )
-    for name, (wall, cpu) in median_runs(parts, repeats).items():
-        print(f"  variant {name:14s} {len(x) * STEPS / wall:7.0f} image-steps/s wall, {len(x) * STEPS / cpu:7.0f} CPU")
+    report(timed_rounds(parts, repeats), len(x) * STEPS, "image-steps/s")
 
 
 def main() -> None:
@@ -172,8 +184,7 @@ def main() -> None:
     net = load_network(saved_path, expected_shape=(28, 28, 1), num_classes=10, probe=x_eval[:64])
     config = AttackConfig(epsilon=EPSILON, step=STEP, steps=STEPS, batch_size=args.batch_size)
     print(f"clean accuracy {np.mean(net.predict(x_eval) == y_eval):.4f}; {len(x_eval)} images, "
-          f"{STEPS} steps, batch {args.batch_size}, {tf.config.threading.get_intra_op_parallelism_threads()} "
-          f"intra-op threads, {os.cpu_count()} CPUs")
+          f"{STEPS} steps, batch {args.batch_size}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
 
     attacks: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
         "ours": lambda x, t: targeted_attack(net, x, y_eval, t, config).adversarial,
@@ -188,17 +199,12 @@ def main() -> None:
             outputs[name] = attacks[name](x_eval, targets)
         return run
 
-    seconds = median_runs({name: timed(name) for name in attacks}, args.repeats)
-    wall = {name: len(x_eval) * STEPS / s[0] for name, s in seconds.items()}
-    cpu = {name: len(x_eval) * STEPS / s[1] for name, s in seconds.items()}
-    for name in attacks:
-        adv = outputs[name]
+    times = timed_rounds({name: timed(name) for name in attacks}, args.repeats)
+    extra = {}
+    for name, adv in outputs.items():
         hit = np.mean(net.predict(adv) == targets)
-        print(f"{name:5s} {seconds[name][0]:7.2f} s  {wall[name]:7.0f} image-steps/s wall, {cpu[name]:7.0f} CPU  "
-              f"target hit {hit:.4f}  max|dx| {np.abs(adv - x_eval).max():.6f}")
-    for other in ("bare", "art"):
-        if other in wall:
-            print(f"ours/{other}  {wall['ours'] / wall[other]:.2f} wall, {cpu['ours'] / cpu[other]:.2f} CPU")
+        extra[name] = f"target hit {hit:.4f}  max|dx| {np.abs(adv - x_eval).max():.6f}"
+    report(times, len(x_eval) * STEPS, "image-steps/s", extra)
     if args.variants:
         n = args.variant_images
         time_variants(net, x_eval[:n], targets[:n], args.batch_size, args.repeats)

@@ -9,8 +9,8 @@
   keras  a tf.function around the Keras model itself on the same batches
 
 Uses the control-like CNN cached by bench/attack_vs_art.py (trained on first use) and
-the 2,000 mnist-5k eval images tiled to --images. Warm-up, then interleaved repeats,
-medians. Figures are recorded in docs/PERFORMANCE.md.
+the 2,000 mnist-5k eval images tiled to --images. Warm-up, then interleaved repeats;
+medians, best runs and per-round ratios. Figures are recorded in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from attack_vs_art import control_model, load_data, median_runs  # noqa: E402
+from attack_vs_art import control_model, load_data, report, timed_rounds  # noqa: E402
 
 
 def main() -> None:
@@ -57,14 +57,8 @@ def main() -> None:
 
     parts = {"ours": lambda: net.predict(images, batch_size=size), "bare": bare, "keras": keras_batched}
     assert all(np.array_equal(parts["ours"](), run()) for run in (bare, keras_batched))
-    seconds = median_runs(parts, args.repeats)
-    speed = {name: (len(images) / wall, len(images) / cpu) for name, (wall, cpu) in seconds.items()}
     print(f"{len(images)} images, batch {size}, {os.cpu_count()} CPUs")
-    for name, (wall, cpu) in speed.items():
-        print(f"{name:6s} {wall:9.0f} images/s wall, {cpu:9.0f} CPU")
-    for other in ("bare", "keras"):
-        print(f"ours/{other}  {speed['ours'][0] / speed[other][0]:.2f} wall, {speed['ours'][1] / speed[other][1]:.2f} CPU")
-
+    report(timed_rounds(parts, args.repeats), len(images), "images/s")
 
 if __name__ == "__main__":
     main()

@@ -333,11 +333,11 @@ def test_upload_junk_shows_inline_error(client, alice, monkeypatch) -> None:
 
 
 def test_upload_missing_name_shows_field_error(client, alice) -> None:
-    fake_suite(references=1)
+    suite = fake_suite(references=1)
     client.force_login(alice)
     response = client.post("/networks/upload/", {"name": "", "archive": _upload_file(_zip_bytes())})
     assert response.status_code == 200 and "This field is required" in _text(response)
-    assert Network.objects.count() == 1
+    assert Network.objects.filter(benchmark=suite.benchmark).count() == 1
 
 
 def test_upload_too_large_is_refused(client, alice, settings) -> None:
@@ -540,7 +540,7 @@ def test_query_counts_do_not_grow_with_networks(client, alice, django_assert_max
         peers.append(fake_network(suite.benchmark, suite.labels, name=f"more-{j}", strength=(j % 10 + 0.5) / 10,
                                   owner=alice, peers=list(peers), seed=500 + j))
     benchmark_rank(benchmark=suite.benchmark)
-    assert Network.objects.count() == 204
+    assert Network.objects.filter(benchmark=suite.benchmark).count() == 204
     for url in urls:
         with django_assert_max_num_queries(small[url]):
             response = client.get(url)
