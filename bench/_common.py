@@ -8,7 +8,6 @@ subprocess and the probes run in the engine's own sandbox child.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -16,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -129,13 +127,7 @@ def tiny_cnn_dir() -> Path:
     return TINY_DIR
 
 
-def zip_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, Path("exported") / path.relative_to(folder))
-    return buf.getvalue()
+from tests.deployment import zip_folder  # noqa: E402 - re-exported for the benches
 
 
 def mini_template(*, fresh: bool = False, log=print) -> tuple[Path, float]:

@@ -26,6 +26,19 @@ PG_URL = "postgres://postgres@127.0.0.1:5432/"
 REDIS_URL = "redis://127.0.0.1:6379/"
 
 
+def zip_folder(folder: Path, prefix: str = "exported") -> bytes:
+    """A SavedModel folder as the .zip a user would upload (model one folder deep)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, Path(prefix) / path.relative_to(folder))
+    return buf.getvalue()
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)

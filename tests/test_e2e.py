@@ -6,29 +6,24 @@ middle of an attack and check the job completes with exactly one row per pair.""
 from __future__ import annotations
 
 import concurrent.futures
-import io
 import shutil
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
-from tests.deployment import Deployment, create_postgres_database, drop_postgres_database, port_open
+from tests.deployment import (
+    Deployment,
+    create_postgres_database,
+    drop_postgres_database,
+    port_open,
+    zip_folder,
+)
 
 # django_db: the session's test database must exist (pytest-django sets one up only
 # for the aliases that marked tests ask for; mini_benchmark writes into it).
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
-
-
-def zip_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, Path("exported") / path.relative_to(folder))
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
