@@ -43,7 +43,7 @@ def main() -> None:
     net = load_network(saved_path, expected_shape=(28, 28, 1), num_classes=10, probe=x_eval[:64])
     images = np.tile(x_eval, (args.images // len(x_eval) + 1, 1, 1, 1))[: args.images]
     size = args.batch_size
-    signature = net._function  # the same restored function our loader wraps
+    signature = net.signature_function  # the restored function our loader wraps (unfrozen)
     keras_call = tf.function(lambda z: model(z, training=False), input_signature=[tf.TensorSpec([None, 28, 28, 1])])
 
     def bare() -> np.ndarray:

@@ -66,6 +66,7 @@ def test_keras_export_loads_as_deterministic_logits(tiny_cnn, tiny_cnn_dir, mnis
     assert info.signature == "serving_default"
     assert info.input_shape == SHAPE and info.fixed_batch is None and info.num_classes == 10
     assert not info.outputs_probabilities and info.deterministic
+    assert net.frozen  # deterministic networks run as a constant-folded graph
     assert info.as_dict()["input_shape"] == [28, 28, 1]
 
     log_probs = net.predict_log_probs(x_eval, batch_size=128)
@@ -103,7 +104,9 @@ def test_noisy_network_is_flagged_non_deterministic(tiny_cnn, tmp_path):
     path = export_module(
         tmp_path / "m", lambda m, x: m(x + tf.random.normal(tf.shape(x), stddev=0.1)), model=tiny_cnn
     )
-    assert load(path).info.deterministic is False
+    net = load(path)
+    assert net.info.deterministic is False
+    assert not net.frozen  # freezing could fix a variable-held RNG state: never for these
 
 
 def _constant_scores(classes: int) -> Callable:

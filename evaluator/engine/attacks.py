@@ -31,8 +31,8 @@ class AttackConfig:
     step: float = 0.01
     steps: int = 40
     # Expectation over transformation: for a non-deterministic network each step uses
-    # the mean gradient of this many passes (Athalye et al. 2018). Ignored (1) when the
-    # network is deterministic, since every pass would give the same gradient.
+    # the mean gradient of this many passes (Athalye et al. 2018; summed, which has the
+    # same sign). Ignored for deterministic networks: every pass gives the same gradient.
     eot_samples: int = 1
     batch_size: int = 500
 

@@ -6,17 +6,25 @@ names what is wrong; the message is shown to the user as is.
 
 Inference goes through one `tf.function` per network with a fixed input signature, so
 the restored graph is traced once and every batch after the first is a single graph
-call (no per-batch retracing, no eager op dispatch).
+call (no per-batch retracing, no eager op dispatch). Deterministic networks are also
+frozen (variables folded into constants, so oneDNN can treat the weights as constant):
+on the 2-core bench VM this made separately loaded copies run at one steady speed
+much more often than the variable-backed graph did (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+
+# Internal module, but the one public path to freezing a TF2 function (the TFLite
+# converter uses it); stable since TF 2.2.
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from evaluator.engine.errors import ContractError
 
@@ -124,10 +132,15 @@ def _check_output(name: str, function: Any, num_classes: int) -> str:
 class LoadedNetwork:
     """A contract-checked network: differentiable log-probabilities and fast batched predict."""
 
-    def __init__(self, loaded: Any, function: Any, info: NetworkInfo) -> None:
+    def __init__(
+        self, loaded: Any, function: Any, info: NetworkInfo, forward: Callable[[tf.Tensor], tf.Tensor] | None = None
+    ) -> None:
         # Keep the restored object alive: its variables back the signature function.
         self._loaded = loaded
-        self._function = function
+        self.signature_function = function
+        # The frozen graph when there is one (see `_freeze`), else the signature itself.
+        self._forward = forward or (lambda x: function(**{info.input_key: x})[info.output_key])
+        self.frozen = forward is not None
         self.info = info
         # Compiled functions other engine modules build around this network (attacks,
         # universal perturbations), kept here so they live exactly as long as it does.
@@ -198,8 +211,7 @@ class LoadedNetwork:
     # -- internals -----------------------------------------------------------------------
 
     def _call(self, x: tf.Tensor) -> tf.Tensor:
-        outputs = self._function(**{self.info.input_key: x})
-        return tf.cast(outputs[self.info.output_key], tf.float32)
+        return tf.cast(self._forward(x), tf.float32)
 
     def _to_log_probs(self, raw: tf.Tensor) -> tf.Tensor:
         if self.info.outputs_probabilities:
@@ -213,13 +225,32 @@ class LoadedNetwork:
 def graph_gradient(objective: tf.Tensor, wrt: tf.Tensor) -> tf.Tensor:
     """d objective / d wrt inside a tf.function, zeros where nothing connects them.
 
-    Symbolic `tf.gradients`, not a GradientTape: inside a `tf.while_loop` the tape
-    differentiates a restored SavedModel function as a whole (gradients for its captured
-    variables too), which measured ~2x slower per step (docs/PERFORMANCE.md). Unconnected
-    inputs (tf.round, casts) get a zero gradient, which is what the vanishing-gradient
-    flag must see.
+    Symbolic `tf.gradients`, not a GradientTape: graph code needs no tape bookkeeping,
+    and inputs with no path to the objective (tf.round, casts) get a zero gradient
+    instead of None, which is exactly what the vanishing-gradient flag must see.
     """
     return tf.gradients(objective, wrt, unconnected_gradients=tf.UnconnectedGradients.ZERO)[0]
+
+
+def _freeze(loaded: Any, function: Any, info: NetworkInfo, images: np.ndarray,
+            expected: np.ndarray) -> Callable[[tf.Tensor], tf.Tensor] | None:
+    """The signature with its variables folded into constants, or None to keep it as is.
+
+    Only for deterministic networks: a variable-held RNG state frozen into a constant
+    would change what the network computes. Kept only if it reproduces the probe
+    outputs; any failure (graphs too large for one protobuf, exotic resources) keeps the
+    original, which is slower but correct.
+    """
+    spec = tf.TensorSpec([info.fixed_batch, *info.input_shape], tf.float32)
+    try:
+        concrete = tf.function(lambda x: function(**{info.input_key: x})[info.output_key]).get_concrete_function(spec)
+        frozen = convert_variables_to_constants_v2(concrete)
+        forward = lambda x: frozen(x)[0]  # noqa: E731  (the frozen function returns a list)
+        candidate = LoadedNetwork(loaded, function, info, forward)
+        outputs, _ = _probe(candidate, images)
+    except Exception:  # noqa: BLE001  freezing is an optimisation: never fail a load over it
+        return None
+    return forward if np.allclose(outputs, expected, rtol=1e-4, atol=1e-5) else None
 
 
 def _probe_images(probe: np.ndarray | None, shape: tuple[int, int, int]) -> np.ndarray:
@@ -270,7 +301,8 @@ def load_network(
         outputs_probabilities=False,
         deterministic=True,
     )
-    first, second = _probe(LoadedNetwork(loaded, function, provisional), _probe_images(probe, expected_shape))
+    images = _probe_images(probe, expected_shape)
+    first, second = _probe(LoadedNetwork(loaded, function, provisional), images)
     if first.ndim != 2 or first.shape[1] != num_classes:
         raise ContractError(f"output has {first.shape[-1]} classes, the benchmark has {num_classes}")
     if not (np.isfinite(first).all() and np.isfinite(second).all()):
@@ -288,4 +320,5 @@ def load_network(
         outputs_probabilities=probabilities,
         deterministic=bool(np.array_equal(first, second)),
     )
-    return LoadedNetwork(loaded, function, info)
+    forward = _freeze(loaded, function, info, images, first) if info.deterministic else None
+    return LoadedNetwork(loaded, function, info, forward)
