@@ -85,6 +85,13 @@ def _query_suffix(bench: Benchmark | None) -> str:
     return f"?benchmark={bench.name}"
 
 
+def _benchmark_page_context(request: HttpRequest, *, nav: str) -> tuple[Benchmark | None, dict[str, Any]]:
+    """The requested benchmark and the context every benchmark-scoped page starts from."""
+    bench, name = _benchmark_or_none(request)
+    return bench, {"benchmark": bench, "nav": nav, "benchmark_names": _benchmark_names(),
+                   "query": _query_suffix(bench), **_building_context(bench, name)}
+
+
 # --------------------------------------------------------------------------- leaderboard
 
 
@@ -298,9 +305,7 @@ def network_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def matrix(request: HttpRequest) -> HttpResponse:
-    bench, name = _benchmark_or_none(request)
-    context: dict[str, Any] = {"benchmark": bench, "nav": "matrix", "benchmark_names": _benchmark_names(),
-                               "query": _query_suffix(bench), **_building_context(bench, name)}
+    bench, context = _benchmark_page_context(request, nav="matrix")
     if bench is not None:
         data = selectors.matrix_for(user=request.user, benchmark=bench)
         ladder = list(bench.ladder or [])
@@ -342,9 +347,7 @@ def matrix(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def benchmark(request: HttpRequest) -> HttpResponse:
-    bench, name = _benchmark_or_none(request)
-    context: dict[str, Any] = {"benchmark": bench, "nav": "benchmark", "benchmark_names": _benchmark_names(),
-                               "query": _query_suffix(bench), **_building_context(bench, name)}
+    bench, context = _benchmark_page_context(request, nav="benchmark")
     if bench is not None:
         ladder = list(bench.ladder or [])
         rung = {pk: k for k, pk in enumerate(ladder, start=1)}
