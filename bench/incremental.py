@@ -4,9 +4,9 @@
 
 On a private copy of the mini benchmark (3 references, 200 eval images, 20 attack steps;
 built once and cached by bench/_common.py), in-process services: each measured point
-registers the tests' tiny CNN and runs the real pipeline stages one by one
-(network_validate, network_attack, network_cross_evaluate, benchmark_rank; every engine
-job in the sandbox child, exactly as a worker would), timing each.
+registers the tests' tiny CNN and runs what a worker runs for an upload
+(network_evaluate: validate + attack + cross in one sandbox job, then benchmark_rank),
+with each phase's seconds from the job's log.
 
 Between points the suite is filled up to N - 1 networks with database clones of one
 pipeline-evaluated tiny CNN (same SavedModel folder, same adversarial set, every pair's
@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+from upload_to_ranked import parse_phase_seconds, parse_sandbox_seconds  # noqa: E402
 
 
 def main() -> None:
@@ -56,24 +57,18 @@ def main() -> None:
     def add_real(name: str) -> dict:
         net = services.network_register_path(benchmark=bench, path=tiny, name=name, enqueue=False)
         evals0, jobs0 = Evaluation.objects.count(), Job.objects.count()
-        times = {}
         start = time.perf_counter()
-        for label, stage in (("validate", pipeline.network_validate), ("attack", pipeline.network_attack),
-                             ("cross", pipeline.network_cross_evaluate)):
+        if not pipeline.network_evaluate(network=net):  # what a worker runs for an upload
             net.refresh_from_db()
-            t = time.perf_counter()
-            if not stage(network=net):
-                net.refresh_from_db()
-                raise SystemExit(f"{name}: {label} ended {net.status}: {net.reason}")
-            times[label] = time.perf_counter() - t
-        t = time.perf_counter()
+            raise SystemExit(f"{name} ended {net.status}: {net.reason}")
+        evaluated = time.perf_counter()
         benchmark_rank(benchmark=bench)
-        times["rank"] = time.perf_counter() - t
-        times["total"] = time.perf_counter() - start
-        cross_job = Job.objects.filter(network=net, kind=Job.Kind.CROSS).first()
+        times = {"rank": time.perf_counter() - evaluated, "total": time.perf_counter() - start}
+        job = Job.objects.get(network=net, kind=Job.Kind.EVALUATE)
+        times.update(parse_phase_seconds(job.log))
+        times["sandbox"] = parse_sandbox_seconds(job.log)[0]
         times["evaluations"] = Evaluation.objects.count() - evals0
         times["jobs"] = Job.objects.count() - jobs0
-        times["cross_sandbox"] = _sandbox_seconds(cross_job.log) if cross_job else float("nan")
         # The N-dependent work, timed inside the child per pair (row: read adv set + predict;
         # column: load the peer + predict): free of the per-job TensorFlow import.
         times["pairs"] = sum(Evaluation.objects.filter(network=net, source__isnull=False).values_list("seconds", flat=True)) \
@@ -135,18 +130,18 @@ def main() -> None:
         result = add_real(f"tiny-{n}")
         count += 1
         assert count == n
-        rows.append((n, result["total"], result["validate"], result["attack"], result["cross"],
-                     result["cross_sandbox"], result["pairs"], result["total"] - result["pairs"], result["rank"],
+        rows.append((n, result["total"], result["validation"], result["attack"], result["cross"],
+                     result["sandbox"], result["pairs"], result["total"] - result["pairs"], result["rank"],
                      result["evaluations"], 2 * n, result["jobs"]))
         print(f"N={n}: {result['total']:.1f} s, {result['evaluations']} evaluations", flush=True)
 
     print()
-    print(c.table(rows, ["N", "total s", "validate s", "attack s", "cross s", "cross sandbox s",
+    print(c.table(rows, ["N", "total s", "validate s", "attack s", "cross s", "job sandbox s",
                          "pair work s", "rest s", "rank s", "evaluations", "expected 2N", "jobs"]))
     ns = [r[0] for r in rows]
     print()
     print("pair work = sum over the N-1 pairs of the in-child seconds (row: read + predict; column: load peer +"
-          " predict); rest = total - pair work (3 process starts + TF imports, own loads, attack, DB)")
+          " predict); rest = total - pair work (process start + TF import, own load, attack, DB)")
     for label, col in (("total wall", 1), ("cross-evaluation", 4), ("pair work", 6), ("rest", 7), ("rank", 8),
                        ("evaluations", 9)):
         slope, intercept, r2 = c.fit_line(ns, [r[col] for r in rows])
@@ -168,13 +163,6 @@ def _whitebox(seed):
                       accuracy=acc.value, low=acc.low, high=acc.high,
                       confusion=metrics.confusion_matrix(labels, preds, seed.benchmark.num_classes).tolist(),
                       predictions=storage.pack_predictions(np.asarray(preds)), seconds=0.0)
-
-
-def _sandbox_seconds(log: str) -> float:
-    import re
-
-    found = re.findall(r"^ok in ([\d.]+) s", log, flags=re.M)
-    return float(found[-1]) if found else float("nan")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 A real deployment in subprocesses (tests/deployment.py: waitress web server + one Celery
 worker, file SQLite, filesystem broker) on a private copy of a built VAR_DIR. The tests'
 tiny CNN is uploaded over HTTP (POST /api/networks) and polled every 0.2 s until ranked.
-Then the Job rows give the stage breakdown (started/finished, the sandbox's own seconds
-from the job log), and probes run in the same sandbox measure what is overhead:
+Then the evaluate Job row gives the breakdown (started/finished, the sandbox's own seconds
+and each phase's seconds from the job log: validate, attack and cross run in ONE sandbox
+job), and probes run in the same sandbox measure what is overhead:
 
   process start    a sandbox job that does nothing
   TF import        a sandbox job that only imports TensorFlow (minus the above)
@@ -40,6 +41,12 @@ def parse_sandbox_seconds(log: str) -> tuple[float, float]:
         return float("nan"), float("nan")
     s, mb = found[-1]
     return float(s), float(mb)
+
+
+def parse_phase_seconds(log: str) -> dict[str, float]:
+    """{"validation": s, "attack": s, "cross": s} from the evaluate job's "phases:" line."""
+    found = re.findall(r"^phases: (.*)$", log, flags=re.M)
+    return {name: float(s) for name, s in re.findall(r"(\w+) ([\d.]+) s", found[-1])} if found else {}
 
 
 def control_model_dir(work: Path, benchmark: str) -> Path:
@@ -164,54 +171,52 @@ def main() -> None:
     # ---------------------------------------------------------------- timeline
     created = net.created_at.timestamp()
     ranked = net.ranked_at.timestamp()
-    order = ["validate", "attack", "cross"]
-    sandbox_s = {k: parse_sandbox_seconds(jobs[k].log)[0] for k in order}
+    job = jobs["evaluate"]  # validate + attack + cross in one sandbox job
+    sandbox_s = parse_sandbox_seconds(job.log)[0]
+    phase_s = parse_phase_seconds(job.log)
     # The first predict after loading retraces the graph for the full batch size: that
     # part is overhead (tracing), the second identical predict is the compute.
     trace = max(0.0, probe["predict_clean"] - probe["predict_clean_again"])
     compute = {
-        "validate": probe["predict_clean_again"] + probe.get("predict_universal", 0.0),
+        "validation": probe["predict_clean_again"] + probe.get("predict_universal", 0.0),
         "attack": adv.seconds,
         # rows: the new network (traced already) on each peer's set; columns: each peer's
         # pure predict on ours (the probe's second call); the rest of a column is load + trace.
         "cross": sum(e.seconds for e in rows) + sum(probe["peer_predict"]),
     }
     col_overhead = sum(e.seconds for e in cols) - sum(probe["peer_predict"])
-    loads = {"validate": probe["scan_load"] + trace, "attack": probe["scan_load"],
-             "cross": probe["scan_load"] + col_overhead}
-    reads = probe["import_engine"] + probe["load_dataset"]  # engine modules + dataset file, every job
+    loads = {"validation": probe["scan_load"] + trace, "attack": 0.0, "cross": col_overhead}
+    reads = probe["import_engine"] + probe["load_dataset"]  # engine modules + dataset file
     start_import = noop + max(0.0, import_wall - noop)
-    table = []
-    prev_end = created
-    gaps = 0.0
-    for k in order:
-        j = jobs[k]
-        gap = j.started_at.timestamp() - prev_end
-        gaps += gap
-        label = "upload saved → validate starts" if k == "validate" else f"→ {k} starts (DB writes + queue)"
-        table.append((label, gap, None, None, None, None))
-        other = sandbox_s[k] - start_import - loads[k] - compute[k]
-        table.append((f"{k} job", j.seconds, sandbox_s[k], compute[k], start_import + loads[k], other))
-        prev_end = j.finished_at.timestamp()
-    tail = ranked - prev_end
-    table.append(("cross done → ranked (DB writes + queue + rank)", tail, None, None, None, None))
+    gap = job.started_at.timestamp() - created
+    table = [("upload saved → job starts (DB + queue)", gap, None, None, None, None)]
+    for k in ("validation", "attack", "cross"):
+        table.append((f"  {k} phase", None, phase_s.get(k), compute[k], loads[k],
+                      phase_s.get(k, float("nan")) - loads[k] - compute[k]))
+    in_job_rest = sandbox_s - sum(phase_s.values())
+    table.append(("  process start + TF import + dataset (before the phases)", None, in_job_rest, None,
+                  start_import, in_job_rest - start_import))
+    table.append(("evaluate job", job.seconds, sandbox_s, sum(compute.values()),
+                  start_import + sum(loads.values()), None))
+    tail = ranked - job.finished_at.timestamp()
+    table.append(("job done → ranked (DB writes + queue + rank)", tail, None, None, None, None))
     total = ranked - created
-    print(c.table(table, ["stage", "wall s", "sandbox s", "TF compute s", "start+import+load s", "other in sandbox s"]))
+    print(c.table(table, ["stage", "wall s", "sandbox s", "TF compute s", "start+import+load s", "other s"]))
     print()
 
     tf_compute = sum(compute.values())
     overhead = total - tf_compute
     parts = [
-        ("process start (3 jobs)", 3 * noop),
-        ("TensorFlow import (3 jobs)", 3 * max(0.0, import_wall - noop)),
-        ("model scan + load + trace (own ×3, every peer ×1)", sum(loads.values())),
-        ("engine import + dataset read (3 jobs)", 3 * reads),
-        ("rest inside jobs (unpack, write arrays; ± probe noise)",
-         sum(sandbox_s[k] - start_import - loads[k] - compute[k] - reads for k in order)),
-        ("job bookkeeping outside the sandbox (Job rows, heartbeats)",
-         sum(jobs[k].seconds - sandbox_s[k] for k in order)),
-        ("between stages: DB writes + queue hand-off", gaps),
-        ("after cross: DB writes + rank queue + rank", tail),
+        ("process start (1 job)", noop),
+        ("TensorFlow import (1 job)", max(0.0, import_wall - noop)),
+        ("model scan + load + trace (own ×1, every peer ×1)", sum(loads.values())),
+        ("engine import + dataset read", reads),
+        ("rest inside the job (unpack, write arrays; ± probe noise)",
+         sandbox_s - start_import - sum(loads.values()) - tf_compute - reads),
+        ("job bookkeeping outside the sandbox (Job row, heartbeats, storing phases)",
+         job.seconds - sandbox_s),
+        ("upload saved → job starts: DB writes + queue hand-off", gap),
+        ("after the job: DB writes + rank queue + rank", tail),
     ]
     print(c.table(
         [("TensorFlow compute (attack loop + predicts)", tf_compute, 100 * tf_compute / total)]

@@ -91,6 +91,8 @@ class Job(models.Model):
         BUILD_BENCHMARK = "build-benchmark"
         BUILD_REFERENCE = "build-reference"
         UNIVERSAL = "universal"
+        # An upload's validate + attack + cross in one sandbox job.
+        EVALUATE = "evaluate"
         VALIDATE = "validate"
         ATTACK = "attack"
         CROSS = "cross"

@@ -1,9 +1,9 @@
 """Celery tasks: thin wrappers that fetch by id and call a service.
 
-Each stage queues the next one only after its own writes are committed, so a
-worker never picks up a stage whose input is not visible yet. Every stage is
-idempotent (see evaluator.services.pipeline), which is what makes acks_late and
-redelivery after a lost worker safe.
+A network is evaluated by one task (validate + attack + cross in one sandbox job,
+see evaluator.services.pipeline), which queues the ranking only after its writes are
+committed, so the ranking never misses them. Every stage is idempotent, which is
+what makes acks_late and redelivery after a lost worker safe.
 """
 
 from __future__ import annotations
@@ -45,23 +45,9 @@ def enqueue_on_commit(task, *args: int | str) -> None:
 
 
 @shared_task
-def validate_network(network_id: int) -> None:
+def evaluate_network(network_id: int) -> None:
     network = _network(network_id)
-    if network is not None and pipeline.network_validate(network=network):
-        enqueue_on_commit(attack_network, network_id)
-
-
-@shared_task
-def attack_network(network_id: int) -> None:
-    network = _network(network_id)
-    if network is not None and pipeline.network_attack(network=network):
-        enqueue_on_commit(cross_evaluate_network, network_id)
-
-
-@shared_task
-def cross_evaluate_network(network_id: int) -> None:
-    network = _network(network_id)
-    if network is not None and pipeline.network_cross_evaluate(network=network):
+    if network is not None and pipeline.network_evaluate(network=network):
         enqueue_on_commit(rank_benchmark, network.benchmark_id)
 
 
@@ -74,7 +60,7 @@ def rank_benchmark(benchmark_id: int) -> None:
 
 def pipeline_enqueue(network: Network) -> None:
     """Start (or restart) a network's pipeline once the current transaction commits."""
-    enqueue_on_commit(validate_network, network.pk)
+    enqueue_on_commit(evaluate_network, network.pk)
 
 
 @shared_task

@@ -23,6 +23,10 @@ def envint(name: str, default: str) -> int:
     return int(os.getenv(name, default))
 
 
+def envfloat(name: str, default: str) -> float:
+    return float(os.getenv(name, default))
+
+
 def envpath(name: str, default: Path) -> Path:
     value = os.getenv(name)
     return Path(value).resolve() if value else default
@@ -146,6 +150,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # Broadcast (pidbox) messages; kombu's default is ./control in the cwd.
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # kombu polls the folder once a second by default: up to a second of waiting
+        # at every hand-off (upload → worker, evaluate → rank). A listdir of an
+        # almost empty folder ten times a second costs nothing.
+        "polling_interval": envfloat("BROKER_POLL_S", "0.1"),
     }
     # kombu does not create these folders itself.
     for _folder in ("out", "processed", "control"):

@@ -111,9 +111,9 @@ def fake_network(
                     _predictions(labels, 0.5 + 0.45 * (peer_strength - strength), rng), labels, source=net)
     net.params = {"strength": strength}
     net.save()
-    from evaluator.services.pipeline import _summary_refresh
+    from evaluator.services.results import summary_refresh
 
-    _summary_refresh(net)
+    summary_refresh(net)
     return net
 
 

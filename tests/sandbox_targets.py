@@ -101,3 +101,12 @@ def returns_array():
     import numpy as np
 
     return np.zeros(3)
+
+
+def two_phases(progress) -> dict:
+    # Two reports inside one second (the worker's write throttle), then silence.
+    progress(0.1, "first phase")
+    time.sleep(0.5)
+    progress(0.9, "second phase")
+    time.sleep(0.6)
+    return {"done": True}

@@ -108,7 +108,7 @@ def test_upload_requires_valid_token(client, alice) -> None:
 def test_upload_accepted_returns_202_and_queues(client, alice, django_capture_on_commit_callbacks, monkeypatch) -> None:
     fake_suite(references=2)
     queued: list[int] = []
-    monkeypatch.setattr("evaluator.tasks.validate_network.delay", lambda pk: queued.append(pk))
+    monkeypatch.setattr("evaluator.tasks.evaluate_network.delay", lambda pk: queued.append(pk))
     with django_capture_on_commit_callbacks(execute=True):
         resp = client.post("/api/networks", {"file": io.BytesIO(_zip_bytes()), "name": "mine",
                                              "description": "<b>hi</b>"}, **_auth(alice))

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from evaluator.engine.errors import ContractError
-from evaluator.engine.network import LoadedNetwork, load_network
+from evaluator.engine.network import LoadedNetwork, load_network, reopen_network
 
 SHAPE = (28, 28, 1)
 
@@ -98,6 +98,29 @@ def test_fixed_batch_predict_pads_and_matches_dynamic(fixed_dir, tiny_cnn_dir, m
     np.testing.assert_allclose(fixed, load(tiny_cnn_dir).predict_log_probs(images), atol=1e-4)
     # Inside graphs, batches that are multiples of the fixed batch are split into calls.
     assert net.log_probs(tf.constant(images[:64])).shape == (64, 10)
+
+
+@pytest.mark.parametrize("variant", ["keras", "probabilities", "fixed-batch"])
+def test_reopened_network_classifies_like_the_validated_one(variant, tiny_cnn_dir, probs_dir, fixed_dir, mnist_small):
+    """A peer in a cross-evaluation is reopened from its stored info (no probes, no
+    freezing, no tracing) and must give exactly the classes of the full load."""
+    _, _, x_eval, _ = mnist_small
+    path = {"keras": tiny_cnn_dir, "probabilities": probs_dir, "fixed-batch": fixed_dir}[variant]
+    images = np.tile(x_eval, (3, 1, 1, 1))[:1001]  # not a multiple of 32 or of the chunk size
+    validated = load(path)
+    stored = {**validated.info.as_dict(), "model_dir": "networks/7/model"}  # as the DB keeps it
+    reopened = reopen_network(path, stored)
+    assert reopened.info == validated.info and not reopened.frozen
+    np.testing.assert_array_equal(reopened.classify(images, batch_size=500), validated.predict(images))
+    assert reopened.classify(images[:0]).shape == (0,)
+
+
+def test_reopening_a_model_that_changed_since_validation_is_refused(tiny_cnn_dir, probs_dir):
+    stored = load(tiny_cnn_dir).info.as_dict()
+    with pytest.raises(ContractError, match="could not be opened again"):
+        reopen_network(probs_dir, stored)  # its only signature is 'predict', not 'serving_default'
+    with pytest.raises(ContractError, match="no longer matches"):
+        reopen_network(tiny_cnn_dir, {**stored, "output_key": "scores"})
 
 
 def test_noisy_network_is_flagged_non_deterministic(tiny_cnn, tmp_path):

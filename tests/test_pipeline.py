@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db.models.signals import post_save
 
 from evaluator.engine.datasets import load_dataset
-from evaluator.models import AdversarialDataset, Evaluation
+from evaluator.models import AdversarialDataset, Evaluation, Job
 from evaluator.services import storage
 from evaluator.services.pipeline import network_run_pipeline
 from leaderboard import services
@@ -113,23 +113,53 @@ def test_adding_networks_costs_2n_plus_2_evaluations_and_rewrites_nothing(
         assert all(after[pk] == value for pk, value in before.items())
 
 
-def test_status_walks_through_every_stage(mini_benchmark, tiny_cnn_dir) -> None:
+SPEC_ORDER = [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING, S.RANKED]
+
+
+def test_upload_is_one_job_whose_statuses_walk_in_order(mini_benchmark, tiny_cnn_dir, monkeypatch) -> None:
+    """validate + attack + cross run as ONE sandbox job (TensorFlow imported once); the
+    status still walks the SPEC's order, and the clean evaluation is stored as soon as
+    the job reports the attack, not when the whole job ends."""
+    from evaluator.services import jobs
+
     seen: list[str] = []
+    clean_stored_when_attacking: list[bool] = []
+    run = jobs.run_in_sandbox
+
+    def note(status: str) -> None:
+        if not seen or seen[-1] != status:
+            seen.append(status)
 
     def record(sender, instance: Network, **kwargs) -> None:
-        if not seen or seen[-1] != instance.status:
-            seen.append(instance.status)
+        note(instance.status)
 
+    def spying_run(target, kwargs, *, on_progress=None, **rest):
+        def spy(fraction: float, text: str) -> None:
+            on_progress(fraction, text)
+            row = Network.objects.get(name="stages", benchmark=mini_benchmark)
+            if row.status == S.ATTACKING and not clean_stored_when_attacking:
+                clean_stored_when_attacking.append(row.evaluations.filter(kind="clean").exists())
+            note(row.status)
+
+        return run(target, kwargs, on_progress=spy if on_progress else None, **rest)
+
+    monkeypatch.setattr(jobs, "run_in_sandbox", spying_run)
     post_save.connect(record, sender=Network)
     try:
         net = services.network_register_path(benchmark=mini_benchmark, path=tiny_cnn_dir, name="stages",
                                              enqueue=False)
-        network_run_pipeline(network=net)
+        assert network_run_pipeline(network=net)
     finally:
         post_save.disconnect(record, sender=Network)
     net.refresh_from_db()
-    assert seen[:5] == [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING]
+    note(net.status)  # the ranking writes it with a bulk update
     assert net.status == S.RANKED and net.progress == 100
+    assert list(net.jobs.values_list("kind", "state")) == [(Job.Kind.EVALUATE, Job.State.DONE)]
+    # In order, never backwards; the evaluating window is one predict long and may
+    # fall between two of the worker's 0.2 s polls, the others may not.
+    assert seen == sorted(seen, key=SPEC_ORDER.index), seen
+    assert {S.QUEUED, S.VALIDATING, S.ATTACKING, S.CROSS_EVALUATING, S.RANKED} <= set(seen), seen
+    assert clean_stored_when_attacking == [True]
 
 
 def _zip(files: dict[str, bytes]) -> io.BytesIO:

@@ -51,6 +51,25 @@ class Stage:
     start: int
     end: int
 
+    def at(self, fraction: float) -> tuple[str, int]:
+        """(network status, percent) when the job reports `fraction`."""
+        return self.status, int(self.start + (self.end - self.start) * max(0.0, min(1.0, fraction)))
+
+
+@dataclass(frozen=True)
+class Phases:
+    """A job that goes through several stages: each part owns a [low, high) share of
+    the job's 0..1 progress (e.g. engine.jobs.PHASES) and maps its share like a Stage
+    (or like nested Phases)."""
+
+    parts: tuple[tuple[float, float, Stage | Phases], ...]
+
+    def at(self, fraction: float) -> tuple[str, int]:
+        for low, high, part in self.parts:
+            if fraction < high:
+                return part.at((fraction - low) / max(high - low, 1e-9))
+        return self.parts[-1][2].at(1.0)
+
 
 def worker_id() -> str:
     """host:pid of this process, so a reaper on the same host can tell it is dead."""
@@ -86,20 +105,26 @@ def job_finish(*, job: Job, state: str, line: str = "") -> None:
 
 
 def _progress_writer(
-    job: Job, network: Network | None, stage: Stage | None
+    job: Job,
+    network: Network | None,
+    stage: Stage | Phases | None,
+    on_report: Callable[[float, str], None] | None,
 ) -> Callable[[float, str], None]:
-    last = [0.0]
+    last = {"at": 0.0, "status": ""}
 
     def write(fraction: float, text: str) -> None:
+        if on_report is not None:
+            on_report(fraction, text)  # every report, not throttled: it stores results
+        status, percent = stage.at(fraction) if stage is not None else ("", 0)
         now = time.monotonic()
-        if now - last[0] < 1.0 and fraction < 1.0:
+        # At most one write a second, but a change of status is never held back.
+        if now - last["at"] < 1.0 and fraction < 1.0 and status == last["status"]:
             return
-        last[0] = now
+        last.update(at=now, status=status)
         Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         if network is not None and stage is not None:
-            percent = stage.start + (stage.end - stage.start) * max(0.0, min(1.0, fraction))
             Network.objects.filter(pk=network.pk).update(
-                progress=int(percent), stage=text[:200]
+                status=status, progress=percent, stage=text[:200], updated_at=timezone.now()
             )
 
     return write
@@ -115,15 +140,18 @@ def job_run(
     target: str,
     kwargs: dict[str, Any],
     network: Network | None = None,
-    stage: Stage | None = None,
+    stage: Stage | Phases | None = None,
     limits: SandboxLimits | None = None,
+    on_report: Callable[[float, str], None] | None = None,
 ) -> Any:
     """Run one engine function in the sandbox, retrying internal errors.
 
+    `stage` moves the network's status and progress bar with the job's reports;
+    `on_report` is called with every report (to store a phase the job has finished).
     Returns the function's value. Raises JobRejected when the upload is at fault,
     JobFailed when attempts run out, JobCancelled when an admin cancelled it.
     """
-    write_progress = _progress_writer(job, network, stage)
+    write_progress = _progress_writer(job, network, stage, on_report)
     while True:
         job.refresh_from_db()
         if job.state == Job.State.CANCELLED:

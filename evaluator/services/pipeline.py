@@ -1,5 +1,8 @@
 """The pipeline one network goes through: validate → attack → cross-evaluate → rank.
 
+For an upload the first three run as one sandbox job (network_evaluate); the
+separate stage functions serve the benchmark build and resume partial work.
+
 Every stage is idempotent: it first looks at what is already stored and only
 computes what is missing, so a task redelivered after a worker died (acks_late)
 never duplicates a row, and adding a network never recomputes existing pairs.
@@ -7,19 +10,18 @@ never duplicates a row, and adding a network never recomputes existing pairs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
-import numpy as np
-from django.db import IntegrityError, transaction
-from django.utils import timezone
-
-from evaluator.engine import metrics
+from evaluator.engine.jobs import PHASES
 from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
-from evaluator.services import storage
+from evaluator.services import results, storage
 from evaluator.services.jobs import (
     JobCancelled,
     JobFailed,
     JobRejected,
+    Phases,
     Stage,
     job_open,
     job_run,
@@ -29,19 +31,12 @@ from leaderboard.models import Network
 log = logging.getLogger(__name__)
 
 S = Network.Status
-VALIDATE = Stage(S.VALIDATING, 0, 25)
+# validate_and_evaluate reports 0.5 when it starts predicting: from there it is evaluating.
+VALIDATE = Phases(((0.0, 0.5, Stage(S.VALIDATING, 0, 12)), (0.5, 1.0, Stage(S.EVALUATING, 12, 25))))
 ATTACK = Stage(S.ATTACKING, 25, 70)
 CROSS = Stage(S.CROSS_EVALUATING, 70, 98)
-
-# A stage the network is past once it has reached this status.
-ORDER = [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING, S.RANKED]
-
-# Flags stored on Network.flags (SPEC §2).
-FLAG_GRADIENT_MASKING = "gradient-masking"
-FLAG_NONDETERMINISTIC = "non-deterministic"
-FLAG_PROBABILITIES = "probabilities"
-FLAG_LOW_ACCURACY = "low-accuracy"
-VANISHED_THRESHOLD = 0.5
+EVALUATE = Phases(tuple((*PHASES[name], stage) for name, stage in
+                        (("validate", VALIDATE), ("attack", ATTACK), ("cross", CROSS))))
 
 
 def network_set_status(*, network: Network, status: str, reason: str = "", progress: int | None = None) -> None:
@@ -56,25 +51,6 @@ def network_set_status(*, network: Network, status: str, reason: str = "", progr
     network.save(update_fields=fields)
 
 
-def _evaluation_save(
-    *, network: Network, kind: str, predictions: np.ndarray, labels: np.ndarray,
-    num_classes: int, source: Network | None = None, seconds: float = 0.0,
-) -> Evaluation | None:
-    """Store one evaluation; a concurrent duplicate loses quietly (unique per pair)."""
-    acc = metrics.accuracy(predictions, labels)
-    try:
-        with transaction.atomic():
-            return Evaluation.objects.create(
-                network=network, kind=kind, source=source,
-                correct=acc.correct, total=acc.total, accuracy=acc.value,
-                low=acc.low, high=acc.high,
-                confusion=metrics.confusion_matrix(labels, predictions, num_classes).tolist(),
-                predictions=storage.pack_predictions(predictions), seconds=seconds,
-            )
-    except IntegrityError:
-        return None
-
-
 def _fail(network: Network, exc: Exception) -> bool:
     if isinstance(exc, JobRejected):
         network_set_status(network=network, status=S.REJECTED, reason=str(exc))
@@ -85,19 +61,29 @@ def _fail(network: Network, exc: Exception) -> bool:
     return False
 
 
+def _validated(network: Network) -> bool:
+    have = set(network.evaluations.filter(source__isnull=True).values_list("kind", flat=True))
+    universal = UniversalSet.objects.filter(benchmark=network.benchmark).exists()
+    return bool(network.info) and Evaluation.Kind.CLEAN in have and (
+        not universal or Evaluation.Kind.UNIVERSAL in have
+    )
+
+
+def _universal_path(network: Network) -> str | None:
+    universal = UniversalSet.objects.filter(benchmark=network.benchmark).first()
+    return str(storage.media_path(universal.file)) if universal else None
+
+
 def network_validate(*, network: Network) -> bool:
     """Unpack, scan, load, check the contract; evaluate on clean and universal sets."""
-    bench = network.benchmark
-    have = set(network.evaluations.filter(source__isnull=True).values_list("kind", flat=True))
-    universal = UniversalSet.objects.filter(benchmark=bench).first()
-    if network.info and Evaluation.Kind.CLEAN in have and (universal is None or Evaluation.Kind.UNIVERSAL in have):
+    if _validated(network):
         return True
-    network_set_status(network=network, status=S.VALIDATING, progress=VALIDATE.start)
-    ndir = storage.network_dir(network.pk)
-    model_dir = ndir / "model"
+    bench = network.benchmark
+    network_set_status(network=network, status=S.VALIDATING, progress=0)
+    model_dir = storage.network_dir(network.pk) / "model"
     storage.remove_tree(model_dir)
     job = job_open(kind=Job.Kind.VALIDATE, benchmark=bench, network=network)
-    out = ndir / "predictions-clean.npz"
+    out = storage.network_dir(network.pk) / "predictions-clean.npz"
     try:
         value = job_run(
             job=job,
@@ -106,7 +92,7 @@ def network_validate(*, network: Network) -> bool:
                 "dataset": str(storage.media_path(bench.data_file)),
                 "archive": str(storage.media_path(network.archive)),
                 "extract_to": str(model_dir),
-                "universal": str(storage.media_path(universal.file)) if universal else None,
+                "universal": _universal_path(network),
                 "out": str(out),
             },
             network=network,
@@ -115,47 +101,9 @@ def network_validate(*, network: Network) -> bool:
     except (JobRejected, JobFailed, JobCancelled) as exc:
         storage.remove_tree(model_dir)
         return _fail(network, exc)
-    labels = storage.eval_labels(bench.data_file)
-    with np.load(out) as data:
-        preds = {k: data[k] for k in data.files}
-    out.unlink(missing_ok=True)
-    network.refresh_from_db()
-    network.info = {**value["info"], "model_dir": storage.relative(value["model_dir"])}
     network_set_status(network=network, status=S.EVALUATING)
-    for kind in preds:
-        _evaluation_save(network=network, kind=kind, predictions=preds[kind], labels=labels, num_classes=bench.num_classes)
-    _summary_refresh(network)
+    results.validation_store(network, value, out)
     return True
-
-
-def _summary_refresh(network: Network) -> None:
-    """Copy the headline numbers and flags onto the network row (leaderboard speed)."""
-    evals = {e.kind: e for e in network.evaluations.filter(source__isnull=True)}
-    for kind, prefix in ((Evaluation.Kind.CLEAN, "clean"), (Evaluation.Kind.UNIVERSAL, "universal")):
-        e = evals.get(kind)
-        if e is not None:
-            setattr(network, f"{prefix}_accuracy", e.accuracy)
-            setattr(network, f"{prefix}_low", e.low)
-            setattr(network, f"{prefix}_high", e.high)
-    adv = AdversarialDataset.objects.filter(network=network).first()
-    flags: list[str] = []
-    info = network.info or {}
-    if adv is not None:
-        acc = metrics.accuracy_from_correct(
-            adv.prediction_array() == storage.eval_labels(network.benchmark.data_file)
-        )
-        network.whitebox_accuracy, network.whitebox_low, network.whitebox_high = acc.value, acc.low, acc.high
-        network.attack_success = adv.success_rate
-        if adv.vanished_fraction > VANISHED_THRESHOLD:
-            flags.append(FLAG_GRADIENT_MASKING)
-    if info and not info.get("deterministic", True):
-        flags.append(FLAG_NONDETERMINISTIC)
-    if info.get("outputs_probabilities"):
-        flags.append(FLAG_PROBABILITIES)
-    if network.clean_accuracy is not None and network.clean_accuracy < 2.0 / network.benchmark.num_classes:
-        flags.append(FLAG_LOW_ACCURACY)
-    network.flags = flags
-    network.save()
 
 
 def network_attack(*, network: Network) -> bool:
@@ -181,22 +129,7 @@ def network_attack(*, network: Network) -> bool:
         )
     except (JobRejected, JobFailed, JobCancelled) as exc:
         return _fail(network, exc)
-    predictions = np.asarray(value["predictions"])
-    labels = storage.eval_labels(bench.data_file)
-    try:
-        with transaction.atomic():
-            AdversarialDataset.objects.create(
-                network=network, file=storage.relative(out),
-                epsilon=bench.epsilon, step=bench.step, steps=bench.steps,
-                success_rate=value["success_rate"],
-                whitebox_correct=int((predictions == labels).sum()), total=len(labels),
-                vanished_fraction=value["vanished_fraction"], seconds=value["seconds"],
-                predictions=storage.pack_predictions(predictions),
-            )
-    except IntegrityError:
-        pass  # a redelivered task finished first: the stored set stands
-    network.refresh_from_db()
-    _summary_refresh(network)
+    results.attack_store(network, value, out)
     return True
 
 
@@ -210,6 +143,24 @@ def _peers(network: Network) -> list[Network]:
     )
 
 
+def _missing_pairs(network: Network, peers: list[Network]) -> list[dict]:
+    """The engine's `others`: peers with the row and/or column not stored yet."""
+    have_row = set(Evaluation.objects.filter(network=network, source__in=peers).values_list("source_id", flat=True))
+    have_col = set(Evaluation.objects.filter(source=network, network__in=peers).values_list("network_id", flat=True))
+    return [
+        {
+            "id": p.pk,
+            "model_dir": str(storage.media_path(p.info["model_dir"])),
+            "adversarial": str(storage.media_path(p.adversarial.file)),
+            "info": p.info,
+            "row": p.pk not in have_row,
+            "column": p.pk not in have_col,
+        }
+        for p in peers
+        if p.pk not in have_row or p.pk not in have_col
+    ]
+
+
 def network_cross_evaluate(*, network: Network) -> bool:
     """The network's row and column of the matrix: only the pairs not yet stored.
 
@@ -217,26 +168,13 @@ def network_cross_evaluate(*, network: Network) -> bool:
     while this job ran must still meet this one (two concurrent uploads).
     """
     bench = network.benchmark
-    labels = storage.eval_labels(bench.data_file)
-    network_set_status(network=network, status=S.CROSS_EVALUATING, progress=CROSS.start)
     own = AdversarialDataset.objects.get(network=network)
     for _round in range(5):
         peers = _peers(network)
-        have_row = set(Evaluation.objects.filter(network=network, source__in=peers).values_list("source_id", flat=True))
-        have_col = set(Evaluation.objects.filter(source=network, network__in=peers).values_list("network_id", flat=True))
-        todo = [
-            {
-                "id": p.pk,
-                "model_dir": str(storage.media_path(p.info["model_dir"])),
-                "adversarial": str(storage.media_path(p.adversarial.file)),
-                "row": p.pk not in have_row,
-                "column": p.pk not in have_col,
-            }
-            for p in peers
-            if p.pk not in have_row or p.pk not in have_col
-        ]
+        todo = _missing_pairs(network, peers)
         if not todo:
             return True
+        network_set_status(network=network, status=S.CROSS_EVALUATING, progress=CROSS.start)
         out = storage.network_dir(network.pk) / "predictions-cross.npz"
         job = job_open(kind=Job.Kind.CROSS, benchmark=bench, network=network)
         try:
@@ -255,33 +193,97 @@ def network_cross_evaluate(*, network: Network) -> bool:
             )
         except (JobRejected, JobFailed, JobCancelled) as exc:
             return _fail(network, exc)
-        by_id = {p.pk: p for p in peers}
-        with np.load(out) as data:
-            for key in data.files:
-                direction, pid = key.split("_")
-                peer = by_id[int(pid)]
-                seconds = float(value["seconds"].get(key, 0.0))
-                if direction == "row":
-                    _evaluation_save(network=network, kind=Evaluation.Kind.ADVERSARIAL, source=peer,
-                                     predictions=data[key], labels=labels, num_classes=bench.num_classes, seconds=seconds)
-                else:
-                    _evaluation_save(network=peer, kind=Evaluation.Kind.ADVERSARIAL, source=network,
-                                     predictions=data[key], labels=labels, num_classes=bench.num_classes, seconds=seconds)
-        out.unlink(missing_ok=True)
+        results.cross_store(network, peers, value, out)
     return True
+
+
+def _evaluate_in_one_job(network: Network, *, validated: bool) -> bool:
+    """What is missing of validate and attack, plus the pairs, in one sandbox job.
+
+    Each phase is stored as soon as the job reports past it (the engine writes
+    `<phase>.json` last), so the page shows the clean accuracy during the attack
+    and a worker lost mid-attack does not lose the validation.
+    """
+    bench = network.benchmark
+    ndir = storage.network_dir(network.pk)
+    out_dir = ndir / "evaluate"
+    storage.remove_tree(out_dir)
+    model_dir = ndir / "model"
+    kwargs: dict = {"dataset": str(storage.media_path(bench.data_file)), "out_dir": str(out_dir)}
+    if validated:
+        kwargs["model_dir"] = str(storage.media_path(network.info["model_dir"]))
+    else:
+        storage.remove_tree(model_dir)
+        kwargs.update(archive=str(storage.media_path(network.archive)), extract_to=str(model_dir),
+                      universal=_universal_path(network))
+    kwargs["attack"] = bench.attack_config()
+    peers = _peers(network)
+    kwargs["others"] = _missing_pairs(network, peers)
+    adversarial = ndir / "adversarial.npz"
+
+    stored: set[str] = set()
+
+    def store_finished(_fraction: float = 1.0, _text: str = "") -> None:
+        phase = "validation"
+        if phase not in stored and (out_dir / f"{phase}.json").exists():
+            stored.add(phase)
+            value = json.loads((out_dir / f"{phase}.json").read_text())
+            results.validation_store(network, value, out_dir / "validation.npz")
+        phase = "attack"
+        if phase not in stored and (out_dir / f"{phase}.json").exists():
+            stored.add(phase)
+            os.replace(out_dir / "adversarial.npz", adversarial)
+            results.attack_store(network, json.loads((out_dir / f"{phase}.json").read_text()), adversarial)
+
+    status, progress = EVALUATE.at(0.0 if not validated else PHASES["attack"][0])
+    network_set_status(network=network, status=status, progress=progress)
+    job = job_open(kind=Job.Kind.EVALUATE, benchmark=bench, network=network)
+    try:
+        value = job_run(
+            job=job,
+            target="evaluator.engine.jobs:evaluate_network",
+            kwargs=kwargs,
+            network=network,
+            stage=EVALUATE,
+            on_report=store_finished,
+        )
+    except (JobRejected, JobFailed, JobCancelled) as exc:
+        if not validated and "validation" not in stored:
+            storage.remove_tree(model_dir)
+        storage.remove_tree(out_dir)
+        return _fail(network, exc)
+    store_finished()
+    results.cross_store(network, peers, value["cross"], out_dir / "cross.npz")
+    storage.remove_tree(out_dir)
+    job.refresh_from_db()
+    job.append_log("phases: " + ", ".join(f"{name} {part['phase_seconds']:.2f} s" for name, part in value.items()))
+    job.save(update_fields=["log"])
+    return True
+
+
+def network_evaluate(*, network: Network) -> bool:
+    """Everything between upload and ranking, resuming from what is stored.
+
+    One sandbox job does validate + attack + cross (TensorFlow imported and the model
+    loaded once); then any pair still missing (a peer that finished its attack
+    meanwhile) is filled in by a cross job.
+    """
+    validated = _validated(network)
+    if not (validated and AdversarialDataset.objects.filter(network=network).exists()):
+        if not _evaluate_in_one_job(network, validated=validated):
+            return False
+    network.refresh_from_db()
+    return network_cross_evaluate(network=network)
 
 
 def network_run_pipeline(*, network: Network) -> bool:
     """Every stage in this process, in order (the `rank` command and the build)."""
     from evaluator.services.ranking import benchmark_rank
 
-    for stage in (network_validate, network_attack, network_cross_evaluate):
-        network.refresh_from_db()
-        if not stage(network=network):
-            return False
+    network.refresh_from_db()
+    if not network_evaluate(network=network):
+        return False
     benchmark_rank(benchmark=network.benchmark)
     return True
 
 
-def network_mark_ranked_time(network: Network) -> None:
-    Network.objects.filter(pk=network.pk).update(ranked_at=timezone.now())

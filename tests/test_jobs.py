@@ -1,0 +1,75 @@
+"""Recorded sandbox jobs (evaluator.services.jobs): how a job's progress moves the
+network's status and bar, and how outcomes become retries, rejections and failures."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from evaluator.models import Job
+from evaluator.services.jobs import JobFailed, JobRejected, Phases, Stage, job_open, job_run
+from evaluator.services.pipeline import EVALUATE
+from leaderboard.models import Network
+from tests.fakes import fake_suite
+
+pytestmark = pytest.mark.django_db
+S = Network.Status
+
+
+@pytest.mark.parametrize(
+    ("fraction", "status", "percent"),
+    [
+        # evaluate_network's phases: validate [0, .12), attack [.12, .85), cross [.85, 1];
+        # the validate phase is validating until its predicts start (half way), then
+        # evaluating; the bar runs 0-12, 12-25, 25-70, 70-98.
+        (0.0, S.VALIDATING, 0),
+        (0.03, S.VALIDATING, 6),
+        (0.06, S.EVALUATING, 12),
+        (0.09, S.EVALUATING, 18),
+        (0.12, S.ATTACKING, 25),
+        (0.485, S.ATTACKING, 47),
+        (0.85, S.CROSS_EVALUATING, 70),
+        (0.925, S.CROSS_EVALUATING, 84),
+        (1.0, S.CROSS_EVALUATING, 98),
+    ],
+)
+def test_evaluate_job_progress_maps_onto_statuses(fraction: float, status: str, percent: int) -> None:
+    assert EVALUATE.at(fraction) == (status, percent)
+
+
+def _job_and_network() -> tuple[Job, Network]:
+    suite = fake_suite(references=1)
+    net = suite.references[0]
+    return job_open(kind=Job.Kind.EVALUATE, benchmark=suite.benchmark, network=net), net
+
+
+def test_a_change_of_status_is_written_at_once(tmp_path) -> None:
+    """Two reports 0.5 s apart fall inside the one-write-a-second throttle; the second
+    enters another stage, so it must still reach the network row."""
+    job, net = _job_and_network()
+    stages = Phases(((0.0, 0.5, Stage(S.VALIDATING, 0, 50)), (0.5, 1.0, Stage(S.ATTACKING, 50, 100))))
+    reports: list[float] = []
+    value = job_run(job=job, target="tests.sandbox_targets:two_phases", kwargs={}, network=net,
+                    stage=stages, on_report=lambda f, text: reports.append(f))
+    assert value == {"done": True}
+    assert reports == [0.1, 0.9]
+    net.refresh_from_db()
+    assert (net.status, net.progress, net.stage) == (S.ATTACKING, 90, "second phase")
+
+
+@override_settings(JOB_MAX_ATTEMPTS=2)
+def test_internal_errors_are_retried_then_fail() -> None:
+    job, net = _job_and_network()
+    with pytest.raises(JobFailed, match="after 2 attempts"):
+        job_run(job=job, target="tests.sandbox_targets:fail", kwargs={}, network=net)
+    job.refresh_from_db()
+    assert (job.state, job.attempts) == (Job.State.FAILED, 2)
+    assert job.log.count("internal error: ValueError: boom in the engine") == 2
+
+
+def test_a_contract_breach_is_rejected_without_retry() -> None:
+    job, net = _job_and_network()
+    with pytest.raises(JobRejected, match=r"input shape \(None, 32, 32, 3\)"):
+        job_run(job=job, target="tests.sandbox_targets:reject", kwargs={}, network=net)
+    job.refresh_from_db()
+    assert (job.state, job.attempts) == (Job.State.DONE, 1)
