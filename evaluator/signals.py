@@ -1,4 +1,5 @@
-"""Worker start-up hook: recover what a previous worker left half done."""
+"""Worker start-up hooks: recover what a previous worker left half done; warm a
+sandbox child for the first job."""
 
 from __future__ import annotations
 
@@ -17,3 +18,14 @@ def reap_on_start(sender=None, **kwargs) -> None:
         jobs_reap()
     except Exception:  # never keep a worker from starting
         log.exception("reaper failed at worker start")
+
+
+@worker_ready.connect
+def spare_on_start(sender=None, **kwargs) -> None:
+    """The first job after a start finds TensorFlow imported already."""
+    from evaluator.services.jobs import spare_prepare
+
+    try:
+        spare_prepare()
+    except Exception:  # an optimisation: never keep a worker from starting
+        log.exception("could not start a spare sandbox child")

@@ -180,6 +180,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Engine jobs run in a child process with these limits (evaluator.engine.sandbox).
 SANDBOX_TIMEOUT_S = envint("SANDBOX_TIMEOUT_S", "1800")
 SANDBOX_MEMORY_MB = envint("SANDBOX_MEMORY_MB", "6144")
+# Keep one sandbox child per worker process started ahead, TensorFlow imported, so
+# a job does not wait ~3 s for the import (see evaluator.services.jobs).
+SANDBOX_SPARE = envbool("SANDBOX_SPARE", "True")
 JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", "3")
 
 LOGGING = {

@@ -85,6 +85,9 @@ def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     var = tmp_path_factory.mktemp("var")
     settings.VAR_DIR = var
     settings.MEDIA_ROOT = var / "media"
+    # In-process jobs start cold: a spare would import TensorFlow after every job of
+    # every test. The deployments of test_e2e.py run with spares, as in production.
+    settings.SANDBOX_SPARE = False
 
 
 def _order_flushing_tests_last(items: list[pytest.Item]) -> None:

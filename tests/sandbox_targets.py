@@ -110,3 +110,9 @@ def two_phases(progress) -> dict:
     progress(0.9, "second phase")
     time.sleep(0.6)
     return {"done": True}
+
+
+def preloaded(name: str) -> dict:
+    import sys
+
+    return {"loaded": name in sys.modules, "pid": os.getpid(), "cwd": os.getcwd()}

@@ -73,3 +73,57 @@ def test_a_contract_breach_is_rejected_without_retry() -> None:
         job_run(job=job, target="tests.sandbox_targets:reject", kwargs={}, network=net)
     job.refresh_from_db()
     assert (job.state, job.attempts) == (Job.State.DONE, 1)
+
+
+@pytest.fixture
+def spares(settings, monkeypatch):
+    """Spares on (the conftest turns them off), preloading a slow stand-in for TF."""
+    from evaluator.services import jobs
+
+    settings.SANDBOX_SPARE = True
+    monkeypatch.setattr(jobs, "PRELOAD", ("tests.slow_import",))
+    yield jobs
+    if jobs._spare is not None:
+        jobs._spare.discard()
+        jobs._spare = None
+
+
+def _wait_ready(jobs_module) -> None:
+    import time
+
+    end = time.monotonic() + 20
+    while not jobs_module._spare.ready():
+        assert time.monotonic() < end
+        time.sleep(0.05)
+
+
+def test_the_next_job_runs_in_the_spare_started_after_the_last(spares, settings) -> None:
+    job, net = _job_and_network()
+    kwargs = {"name": "tests.slow_import"}
+    first = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs=kwargs, network=net)
+    assert first["loaded"] is False  # no spare before the first job: a cold child
+    spare = spares._spare
+    assert spare is not None and spare.alive()
+    _wait_ready(spares)
+    job2 = job_open(kind=Job.Kind.CROSS, benchmark=net.benchmark, network=net)
+    second = job_run(job=job2, target="tests.sandbox_targets:preloaded", kwargs=kwargs, network=net)
+    assert second == {"loaded": True, "pid": spare.proc.pid, "cwd": str(spare.workdir)}
+    assert "(warm child)" in Job.objects.get(pk=job2.pk).log
+    assert not spare.workdir.exists()  # its folder went with the job, like any job folder
+    # A spare started under other limits is thrown away, not used.
+    _wait_ready(spares)
+    stale = spares._spare
+    settings.SANDBOX_TIMEOUT_S = 77
+    job3 = job_open(kind=Job.Kind.ATTACK, benchmark=net.benchmark, network=net)
+    third = job_run(job=job3, target="tests.sandbox_targets:preloaded", kwargs=kwargs, network=net)
+    assert third["loaded"] is False and third["pid"] != stale.proc.pid and not stale.alive()
+
+
+def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:
+    job, net = _job_and_network()
+    spares.spare_prepare()
+    _wait_ready(spares)
+    spares._spare_owner = -1  # as if started by the process this one was forked from
+    value = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs={"name": "tests.slow_import"},
+                    network=net)
+    assert value["loaded"] is False

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.engine.errors import ContractError, SandboxError
-from evaluator.engine.sandbox import SandboxLimits, network_isolation_available, run_in_sandbox
+from evaluator.engine.sandbox import SandboxLimits, SpareChild, network_isolation_available, run_in_sandbox
 
 T = "tests.sandbox_targets:"
 
@@ -168,3 +168,59 @@ def test_sandbox_module_imports_no_tensorflow():
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True,
                    env={**os.environ, "PYTHONPATH": str(root)})
+
+
+# -- spare children: started ahead, the slow import done before the request arrives ----
+
+SLOW = ("tests.slow_import",)  # sleeps 1.5 s at import, like TensorFlow's ~3 s
+
+
+def _wait_ready(spare: SpareChild, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not spare.ready():
+        assert time.monotonic() < end and spare.alive(), "the spare never became ready"
+        time.sleep(0.05)
+
+
+def test_spare_runs_the_request_without_paying_the_import(tmp_path):
+    spare = SpareChild(tmp_path, preload=SLOW)
+    _wait_ready(spare)
+    r = run_in_sandbox(T + "preloaded", {"name": SLOW[0]}, workdir=tmp_path, spare=spare)
+    assert r.ok, r
+    assert r.value == {"loaded": True, "pid": spare.proc.pid, "cwd": str(tmp_path.resolve())}
+    assert r.seconds < 1.0  # the 1.5 s import happened before the request
+    assert not spare.alive()  # one request per child: nothing of one job outlives it
+    cold = run_in_sandbox(T + "preloaded", {"name": SLOW[0]}, workdir=tmp_path)
+    assert cold.value["loaded"] is False and cold.value["pid"] != spare.proc.pid
+
+
+def test_spare_limits_apply_and_the_timeout_counts_from_the_request(tmp_path):
+    limits = SandboxLimits(timeout_s=2.5, memory_mb=300)
+    spare = SpareChild(tmp_path, limits=limits, preload=SLOW)
+    _wait_ready(spare)
+    time.sleep(1.5)  # idle time is not job time: 1.5 + 1.5 s import > the 2.5 s timeout
+    assert run_in_sandbox(T + "add", {"a": 1, "b": 2}, workdir=tmp_path, limits=limits, spare=spare).value["sum"] == 3
+    spare = SpareChild(tmp_path, limits=limits, preload=SLOW)
+    r = run_in_sandbox(T + "hog", {"total_mb": 2048, "step_mb": 100}, workdir=tmp_path, limits=limits, spare=spare)
+    assert r.outcome == "memory", r
+
+
+def test_a_dead_spare_is_replaced_by_a_fresh_child(tmp_path):
+    spare = SpareChild(tmp_path, preload=SLOW)
+    spare.discard()
+    assert not spare.alive()
+    r = run_in_sandbox(T + "add", {"a": 2, "b": 2}, workdir=tmp_path, spare=spare)
+    assert r.ok and r.value["sum"] == 4
+
+
+def test_a_discarded_or_orphaned_spare_exits(tmp_path):
+    spare = SpareChild(tmp_path, preload=())
+    _wait_ready(spare)
+    spare.proc.stdin.close()  # what the parent's death does to the pipe
+    assert spare.proc.wait(timeout=5) == 0
+    other = SpareChild(tmp_path, preload=())
+    try:
+        with pytest.raises(ValueError, match="another workdir"):
+            run_in_sandbox(T + "add", {"a": 1, "b": 1}, workdir=tmp_path / "elsewhere", spare=other)
+    finally:
+        other.discard()

@@ -159,6 +159,61 @@ def _child_env(workdir: Path, extra: dict | None) -> dict[str, str]:
     return env
 
 
+class SpareChild:
+    """A sandbox child started ahead of its job: it imports `preload` (TensorFlow: ~3 s)
+    while nothing is asked of it, then waits on its stdin for a request.
+
+    It is started with the limits and the clean environment of any sandbox child, in
+    its own `workdir`, and runs exactly one request (`run_in_sandbox(..., spare=it)`,
+    whose workdir must be this one) before it exits, like any child: nothing of one
+    upload outlives its job. Until then it holds no untrusted data.
+    """
+
+    def __init__(
+        self, workdir: Path, *, limits: SandboxLimits = SandboxLimits(), env: dict | None = None,
+        preload: tuple[str, ...] = ("tensorflow",),
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.limits, self.env = limits, dict(env or {})
+        self.box = self.workdir / ".sandbox"
+        self.box.mkdir(parents=True, exist_ok=True)
+        for stale in ("result.json", "progress.jsonl", "output.log", "ready"):
+            (self.box / stale).unlink(missing_ok=True)
+        self.proc = _spawn(self.workdir, limits, env, ["--spare", ",".join(preload)], stdin=subprocess.PIPE)
+
+    def matches(self, limits: SandboxLimits, env: dict | None) -> bool:
+        return self.limits == limits and self.env == dict(env or {})
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ready(self) -> bool:
+        """True once the preload is imported (the request would start at once)."""
+        return (self.box / "ready").exists()
+
+    def discard(self) -> None:
+        """Kill it unused (limits changed, or its owner is shutting down)."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError, ValueError):
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def _spawn(
+    workdir: Path, limits: SandboxLimits, env: dict | None, args: list[str], *, stdin: int
+) -> subprocess.Popen:
+    prefix = () if limits.network else (_unshare_prefix() or ())
+    box = workdir / ".sandbox"
+    cmd = [*prefix, sys.executable, "-m", "evaluator.engine.sandbox_child", str(box), *args]
+    with open(box / "output.log", "wb") as out:
+        return subprocess.Popen(
+            cmd, cwd=workdir, env=_child_env(workdir, env), stdin=stdin,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_make_preexec(limits), close_fds=True,
+        )
+
+
 @dataclass
 class _Proc:
     ppid: int
@@ -271,25 +326,30 @@ def run_in_sandbox(
     limits: SandboxLimits = SandboxLimits(),
     env: dict | None = None,
     on_progress: Callable[[float, str], None] | None = None,
+    spare: SpareChild | None = None,
 ) -> SandboxResult:
     """Call `target` ("package.module:function") with `kwargs` in a limited child process
     whose cwd is `workdir`. If the function has a `progress` parameter it gets
     `progress(fraction, stage)`, forwarded to `on_progress` (latest report per poll).
+    With `spare` (started in this workdir with these limits), that child runs it; one
+    that died meanwhile is replaced by a fresh child. The timeout counts from here.
     Never raises for what the child does; raises ValueError/TypeError for bad arguments.
     """
     module, _, func = target.partition(":")
     if not module or not func.isidentifier():
         raise ValueError(f"target must be 'package.module:function', got {target!r}")
     workdir = Path(workdir).resolve()
+    if spare is not None and (spare.workdir != workdir or not spare.matches(limits, env)):
+        raise ValueError("the spare child was started for another workdir, limits or environment")
     box = workdir / ".sandbox"
     box.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "progress.jsonl", "output.log"):
+    warm = spare is not None and spare.alive()
+    # A waiting spare has its output.log open: keep that one.
+    for stale in ("result.json", "progress.jsonl") if warm else ("result.json", "progress.jsonl", "output.log"):
         (box / stale).unlink(missing_ok=True)
     (box / "request.json").write_text(json.dumps({"target": target, "kwargs": kwargs}))
 
-    prefix = () if limits.network else (_unshare_prefix() or ())
-    isolated = bool(prefix)
-    cmd = [*prefix, sys.executable, "-m", "evaluator.engine.sandbox_child", str(box)]
+    isolated = not limits.network and _unshare_prefix() is not None
     progress = _ProgressReader(box / "progress.jsonl")
     ceiling = limits.memory_mb * 2**20
     seen: dict[int, int] = {}  # pid -> start time of every tree member ever observed
@@ -297,12 +357,17 @@ def run_in_sandbox(
     killed: str | None = None
     started = time.monotonic()
 
-    with open(box / "output.log", "wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, env=_child_env(workdir, env), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_make_preexec(limits), close_fds=True,
-        )
+    if warm:
+        proc = spare.proc
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        except OSError:  # it died between the check and now
+            warm = False
+            spare.discard()
+    if not warm:
+        (box / "output.log").unlink(missing_ok=True)
+        proc = _spawn(workdir, limits, env, [], stdin=subprocess.DEVNULL)
     pid, pidfd = proc.pid, None
     try:
         with contextlib.suppress(AttributeError, OSError):  # Linux < 5.3: plain sleeps

@@ -1,6 +1,8 @@
-"""The sandboxed child: `python -m evaluator.engine.sandbox_child <box-dir>`.
+"""The sandboxed child: `python -m evaluator.engine.sandbox_child <box-dir> [--spare MODULES]`.
 
-Started only by `sandbox.run_in_sandbox`, already inside its limits, with cwd = workdir.
+Started only by `sandbox.run_in_sandbox` or as a `sandbox.SpareChild` (which first
+imports MODULES, then waits for "go" on stdin), already inside its limits, with
+cwd = workdir.
 Reads request.json, imports and calls the target, writes result.json, and exits with
 os._exit so TensorFlow's thread pools and atexit hooks cannot hang or crash the exit
 after the result is safely on disk. Imports nothing heavy itself: the target does.
@@ -70,9 +72,25 @@ def run(box: Path) -> dict[str, Any]:
         }
 
 
+def _wait_as_spare(box: Path, preload: str) -> bool:
+    """Import the slow modules now, then block until the parent sends the request.
+
+    False when stdin closes without one (the spare was discarded or its parent died).
+    """
+    for name in filter(None, preload.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001  the job itself will report the import error
+            traceback.print_exc()
+    (box / "ready").touch()
+    return sys.stdin.buffer.readline().strip() == b"go"
+
+
 def main() -> None:
     faulthandler.enable()  # a segfault leaves the Python stack in the log
     box = Path(sys.argv[1])
+    if sys.argv[2:3] == ["--spare"] and not _wait_as_spare(box, sys.argv[3] if len(sys.argv) > 3 else ""):
+        os._exit(0)
     result = run(box)
     tmp = box / "result.json.tmp"
     tmp.write_text(json.dumps(result))

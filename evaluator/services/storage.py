@@ -6,6 +6,8 @@ media folder at different mount points.
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +33,19 @@ def benchmark_dir(name: str) -> Path:
 def network_dir(network_id: int) -> Path:
     path = media_path(f"networks/{network_id}")
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def spare_workdir() -> Path:
+    """A fresh folder for this process's spare sandbox child; removes the folders of
+    spares whose process is gone (a worker that was killed)."""
+    root = Path(settings.VAR_DIR) / "jobs"
+    for old in root.glob("spare-*-*"):
+        pid = old.name.split("-")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    path = root / f"spare-{os.getpid()}-{secrets.token_hex(4)}"
+    path.mkdir(parents=True)
     return path
 
 
