@@ -87,6 +87,36 @@ def test_leaderboard_rows_follow_the_ranking(client) -> None:
     assert shown == expected
 
 
+def test_leaderboard_is_paginated_with_ranks_counted_across_pages(client) -> None:
+    suite = fake_suite(references=3)
+    Network.objects.bulk_create(
+        Network(benchmark=suite.benchmark, name=f"bulk-{i:03d}", status=Network.Status.RANKED,
+                level=1 + i % 3, score=float(i))
+        for i in range(230)
+    )
+    expected = [n.pk for n in selectors.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
+    assert len(expected) == 233
+    pages, ranks = [], []
+    for number in (1, 2, 3):
+        html = _text(client.get(f"/?page={number}"))
+        pages.append([int(m) for m in re.findall(r'<tr class="[^"]*" data-id="(\d+)"', html)])
+        ranks.append([int(r) for r in re.findall(r'class="num rank" data-sort="(\d+)"', html)])
+    assert [len(p) for p in pages] == [100, 100, 33]
+    assert pages[0] + pages[1] + pages[2] == expected  # every network once, in ranking order
+    assert ranks[1] == list(range(101, 201)) and ranks[2] == list(range(201, 234))
+    html = _text(client.get("/?page=2"))
+    assert "Networks 101–200 of 233 · page 2 of 3" in html
+    assert 'href="?page=1" rel="prev"' in html and 'href="?page=3" rel="next"' in html
+    # Links keep the filter; out-of-range and junk page numbers fall back to a real page.
+    html = _text(client.get("/?kind=uploads&page=2"))
+    assert 'href="?kind=uploads&amp;page=3" rel="next"' in html
+    assert "of 230 · page 2 of 3" in html
+    assert "page 3 of 3" in _text(client.get("/?page=99"))
+    assert "page 1 of 3" in _text(client.get("/?page=abc"))
+    # One page only: no pager at all.
+    assert 'class="pager"' not in _text(client.get("/?kind=references"))
+
+
 def test_leaderboard_filters_references_and_uploads(client) -> None:
     suite = fake_suite(references=3, uploads=2)
     refs = _text(client.get("/?kind=references"))

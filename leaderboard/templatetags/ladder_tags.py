@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -73,10 +75,14 @@ def accuracy(network, prefix: str) -> SafeString:
 @register.simple_tag
 def ladder_glyph(level, rungs: int) -> SafeString:
     """A compact ladder: one rung per reference, the first `level` filled."""
-    rungs = max(int(rungs or 0), 1)
     if level is None:
         return mark_safe("")
-    level = int(level)
+    return _glyph(int(level), max(int(rungs or 0), 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _glyph(level: int, rungs: int) -> SafeString:
+    # Memoised: a leaderboard page draws it per row with only a few distinct values.
     cells = format_html_join(
         "", '<i class="{}"></i>', (("on" if k <= level else "",) for k in range(1, rungs + 1))
     )

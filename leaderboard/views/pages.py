@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -95,6 +96,24 @@ def _benchmark_page_context(request: HttpRequest, *, nav: str) -> tuple[Benchmar
 # --------------------------------------------------------------------------- leaderboard
 
 
+LEADERBOARD_PAGE_SIZE = 100
+
+
+def _page_links(request: HttpRequest, page: Page) -> dict[str, str]:
+    """?page= links to the neighbouring pages, keeping the other query parameters."""
+    def link(number: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(number)
+        return "?" + query.urlencode()
+
+    links = {}
+    if page.has_previous():
+        links["first"], links["previous"] = link(1), link(page.previous_page_number())
+    if page.has_next():
+        links["next"], links["last"] = link(page.next_page_number()), link(page.paginator.num_pages)
+    return links
+
+
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     bench, name = _benchmark_or_none(request)
@@ -122,12 +141,18 @@ def index(request: HttpRequest) -> HttpResponse:
             if kind == "uploads" and n.is_reference:
                 continue
             rows.append({"network": n, "rank": rank if ranked else None, "ranked": ranked})
+        # Ranks come from the whole board; only one page of rows is rendered (rendering
+        # is what costs: 1,000 rows took 1.5 s p50 under load, PERFORMANCE.md §5).
+        page = Paginator(rows, LEADERBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
+        rows = list(page.object_list)
         ladder = list(bench.ladder or [])
         rung = {pk: k for k, pk in enumerate(ladder, start=1)}
         for row in rows:
             row["rung"] = rung.get(row["network"].pk)
         context.update(
             rows=rows,
+            page=page,
+            page_links=_page_links(request, page),
             rungs=_ladder_size(bench),
             any_running=any(r["network"].is_running for r in rows),
             counts={
