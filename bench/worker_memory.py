@@ -5,8 +5,8 @@
 
 Per job kind: Job.peak_rss_mb as the sandbox records it (the whole child process tree,
 polled from /proc every 0.2 s, plus the child's own ru_maxrss), over every job of the
-build (build-reference, universal, validate, attack, cross of the references) and of
-one upload run through a real deployment (web + one Celery worker, solo pool) on a
+build (build-reference, universal, validate and evaluate of the references) and of
+one upload (one evaluate job) run through a real deployment (web + one Celery worker, solo pool) on a
 private copy. While that upload runs, the worker's main process (which never imports
 TensorFlow) and the web server are sampled from /proc (VmRSS; VmHWM = its peak).
 """
@@ -21,6 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
+
+
+def spare_rss_mb(work: Path, worker_pid: int, timeout: float = 60.0) -> float | None:
+    """RSS of the worker's spare child once it is ready (it starts after each job)."""
+    end = time.time() + timeout
+    while time.time() < end and not list(work.glob("jobs/spare-*/.sandbox/ready")):
+        time.sleep(0.2)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker_pid:  # ppid: the worker's only long-lived child is its spare
+            return c.proc_rss_mb(int(stat.parent.name))[0]
+    return None
 
 
 def main() -> None:
@@ -62,6 +77,7 @@ def main() -> None:
         assert data["status"] == "ranked", data
         worker_hwm = c.proc_rss_mb(worker.pid)[1]
         web_hwm = c.proc_rss_mb(d.web.pid)[1]
+        spare_mb = spare_rss_mb(work, worker.pid)
     finally:
         d.stop()
 
@@ -72,7 +88,7 @@ def main() -> None:
 
     print(f"benchmark {args.benchmark}: jobs of its build + one upload (the tests' tiny CNN)\n")
     rows = []
-    order = ["build-reference", "universal", "validate", "attack", "cross"]
+    order = ["build-reference", "universal", "evaluate", "validate", "attack", "cross"]
     for kind in order:
         qs = Job.objects.filter(kind=kind, peak_rss_mb__isnull=False)
         agg = qs.aggregate(n=Count("id"), lo=Min("peak_rss_mb"), hi=Max("peak_rss_mb"))
@@ -91,6 +107,9 @@ def main() -> None:
         ("Celery worker main process (solo pool)", idle_worker, max(s[1] for s in samples), worker_hwm),
         ("web server (waitress, 8 threads)", idle_web, max(s[2] for s in samples), web_hwm),
     ], ["process", "idle RSS MB", "max RSS sampled during the upload MB", "VmHWM MB"]))
+    if spare_mb is not None:
+        print(f"\nthe worker's spare sandbox child (SANDBOX_SPARE, TensorFlow imported, waiting for the next "
+              f"job): {spare_mb:.0f} MB RSS while idle")
     print(f"\n{len(samples)} samples over {samples[-1][0]:.0f} s; the worker's RSS does not include its sandbox "
           f"children (separate processes, counted per job above)")
 

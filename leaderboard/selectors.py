@@ -4,11 +4,13 @@ the related rows prefetched, so page cost does not grow with the number of netwo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -54,27 +56,66 @@ def can_manage(*, user: User, network: Network) -> bool:
     return bool(user.is_authenticated and (user.is_staff or network.owner_id == user.pk))
 
 
-def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
-    """Ranked first (level, then score, both descending), then running, then the rest.
+def _board_queryset(*, user: User, benchmark: Benchmark) -> QuerySet[Network]:
+    """Visible networks; rejected and failed ones only to their owner (and staff)."""
+    qs = visible_networks(user=user, benchmark=benchmark)
+    if not (user.is_authenticated and user.is_staff):
+        mine = Q(owner=user) if user.is_authenticated else Q(pk__in=[])
+        qs = qs.filter(~Q(status__in=[S.REJECTED, S.FAILED]) | mine)
+    return qs
 
-    Rejected and failed networks are listed only to their owner (and staff).
-    """
-    qs = visible_networks(user=user, benchmark=benchmark).select_related("owner")
+
+def _board_key(pk: int, status: str, level: int | None, score: float | None) -> tuple:
+    """Ranked first (level, then score, both descending), then running, then the rest."""
+    ranked = status == S.RANKED and level is not None
+    group = 0 if ranked else (1 if status in Network.RUNNING else 2)
+    return (group, -(level or 0), -(score or 0.0), pk)
+
+
+def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
+    """Every row of the leaderboard in order (the API)."""
+    qs = _board_queryset(user=user, benchmark=benchmark).select_related("owner")
     if kind == "references":
         qs = qs.filter(is_reference=True)
     elif kind == "uploads":
         qs = qs.filter(is_reference=False)
-    if not (user.is_authenticated and user.is_staff):
-        mine = Q(owner=user) if user.is_authenticated else Q(pk__in=[])
-        qs = qs.filter(~Q(status__in=[S.REJECTED, S.FAILED]) | mine)
-    rows = list(qs)
+    return sorted(qs, key=lambda n: _board_key(n.pk, n.status, n.level, n.score))
 
-    def key(n: Network) -> tuple:
-        ranked = n.status == S.RANKED and n.level is not None
-        group = 0 if ranked else (1 if n.is_running else 2)
-        return (group, -(n.level or 0), -(n.score or 0.0), n.pk)
 
-    return sorted(rows, key=key)
+@dataclass(frozen=True)
+class BoardPage:
+    rows: list[dict[str, Any]]  # {"network": Network, "rank": int | None, "ranked": bool}
+    page: Page  # of (pk, rank, ranked) entries
+    counts: dict[str, int]  # references / uploads among all visible networks
+
+
+def leaderboard_page(
+    *, user: User, benchmark: Benchmark, kind: str = "all", page: str | int | None = None, per_page: int = 100
+) -> BoardPage:
+    """One page of the leaderboard (the page view).
+
+    Order and ranks (counted over all networks, whatever the filter) come from four
+    columns of every visible network; full rows are read only for the page shown:
+    at 1,000 networks building every model instance cost more than the query.
+    """
+    light = sorted(
+        _board_queryset(user=user, benchmark=benchmark).values_list("pk", "status", "level", "score", "is_reference"),
+        key=lambda row: _board_key(*row[:4]),
+    )
+    entries, rank = [], 0
+    for pk, status, level, _score, is_reference in light:
+        ranked = status == S.RANKED and level is not None
+        rank += ranked
+        if kind == "all" or (kind == "references") == is_reference:
+            entries.append((pk, rank if ranked else None, ranked))
+    shown = Paginator(entries, per_page).get_page(page)
+    full = Network.objects.select_related("owner").in_bulk([pk for pk, _, _ in shown.object_list])
+    references = sum(1 for row in light if row[4])
+    return BoardPage(
+        rows=[{"network": full[pk], "rank": r, "ranked": ok} for pk, r, ok in shown.object_list if pk in full],
+        page=shown,
+        counts={"references": references, "uploads": len(light) - references},
+    )
 
 
 def network_row(network: Network) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -129,36 +129,20 @@ def index(request: HttpRequest) -> HttpResponse:
         **_building_context(bench, name),
     }
     if bench is not None:
-        networks = selectors.leaderboard_networks(user=request.user, benchmark=bench)
-        rank = 0
-        rows = []
-        for n in networks:
-            ranked = n.status == S.RANKED and n.level is not None
-            if ranked:
-                rank += 1
-            if kind == "references" and not n.is_reference:
-                continue
-            if kind == "uploads" and n.is_reference:
-                continue
-            rows.append({"network": n, "rank": rank if ranked else None, "ranked": ranked})
-        # Ranks come from the whole board; only one page of rows is rendered (rendering
-        # is what costs: 1,000 rows took 1.5 s p50 under load, PERFORMANCE.md §5).
-        page = Paginator(rows, LEADERBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
-        rows = list(page.object_list)
-        ladder = list(bench.ladder or [])
-        rung = {pk: k for k, pk in enumerate(ladder, start=1)}
-        for row in rows:
+        # Only one page of rows is rendered: 1,000 rows took 1.5 s p50 under load
+        # (PERFORMANCE.md §5); ranks still count every network.
+        board = selectors.leaderboard_page(user=request.user, benchmark=bench, kind=kind,
+                                           page=request.GET.get("page"), per_page=LEADERBOARD_PAGE_SIZE)
+        rung = {pk: k for k, pk in enumerate(bench.ladder or [], start=1)}
+        for row in board.rows:
             row["rung"] = rung.get(row["network"].pk)
         context.update(
-            rows=rows,
-            page=page,
-            page_links=_page_links(request, page),
+            rows=board.rows,
+            page=board.page,
+            page_links=_page_links(request, board.page),
             rungs=_ladder_size(bench),
-            any_running=any(r["network"].is_running for r in rows),
-            counts={
-                "references": sum(1 for n in networks if n.is_reference),
-                "uploads": sum(1 for n in networks if not n.is_reference),
-            },
+            any_running=any(r["network"].is_running for r in board.rows),
+            counts=board.counts,
         )
     return render(request, "leaderboard/index.html", context)
 
