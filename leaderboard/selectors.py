@@ -11,7 +11,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.paginator import Page, Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Case, F, JSONField, Q, QuerySet, Value, When
 from django.http import Http404
 
 from evaluator.engine import ladder as ladder_engine
@@ -236,18 +236,27 @@ def jobs_for(*, network: Network) -> QuerySet[Job]:
     return network.jobs.order_by("created_at")
 
 
-def network_page_confusions(*, network: Network, user: User) -> dict[str, Any]:
+def network_page_confusions(*, network: Network, user: User, others: bool = True) -> dict[str, Any]:
     """Confusion matrices for the network page: clean, universal, own attack, and the
-    attacks of every other network the *viewer* may see; a fixed number of queries."""
+    attacks of every other network the *viewer* may see; a fixed number of queries.
+
+    others=False lists the other attacks by id and name only (the page fetches one
+    matrix at a time: all of them are O(N) bytes, 300 KB at 1,000 networks).
+    """
     visible = visible_networks(user=user, benchmark=network.benchmark).values("pk")
     # Plain tuples, not model instances: a network has a row per other network (O(N)).
     evals = (
         Evaluation.objects.filter(network=network)
         .filter(Q(source__isnull=True) | Q(source__in=visible))
-        .values_list("kind", "source_id", "source__name", "confusion")
     )
     out: dict[str, Any] = {"clean": None, "universal": None, "own": None, "others": []}
-    for kind, source_id, source_name, confusion in evals:
+    if others:
+        rows = evals.values_list("kind", "source_id", "source__name", "confusion")
+    else:
+        rows = evals.annotate(
+            matrix=Case(When(source__isnull=True, then=F("confusion")), default=Value(None), output_field=JSONField())
+        ).values_list("kind", "source_id", "source__name", "matrix")
+    for kind, source_id, source_name, confusion in rows:
         if source_id is None:
             if kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL):
                 out[kind] = confusion
@@ -260,3 +269,16 @@ def network_page_confusions(*, network: Network, user: User) -> dict[str, Any]:
             labels, adv.prediction_array(), network.benchmark.num_classes
         ).tolist()
     return out
+
+
+def network_confusion_against(*, network: Network, source_pk: int, user: User) -> dict[str, Any]:
+    """`network` on the attack of `source`: its confusion matrix (both visible, or 404)."""
+    source = visible_networks(user=user, benchmark=network.benchmark).filter(pk=source_pk).first()
+    found = (
+        Evaluation.objects.filter(network=network, source=source).values_list("confusion", flat=True).first()
+        if source is not None
+        else None
+    )
+    if found is None:
+        raise Http404("no such evaluation")
+    return {"id": source.pk, "name": source.name, "confusion": found}

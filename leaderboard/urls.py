@@ -18,6 +18,7 @@ urlpatterns = [
     path("networks/<int:pk>/", pages.network_detail, name="network"),
     path("networks/<int:pk>/gallery/<int:index>.png", pages.gallery_image, name="network-gallery"),
     path("networks/<int:pk>/badge.svg", pages.network_badge, name="network-badge"),
+    path("networks/<int:pk>/confusion/<int:source_pk>.json", pages.network_confusion, name="network-confusion"),
     path("networks/<int:pk>/visibility/", pages.network_visibility, name="network-visibility"),
     path("networks/<int:pk>/delete/", pages.network_delete, name="network-delete"),
     path("matrix/", pages.matrix, name="matrix"),

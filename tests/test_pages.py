@@ -214,6 +214,34 @@ def test_network_page_json_is_valid_plotly(client) -> None:
     assert z.shape == (10, 10) and z.sum() == len(suite.labels)
 
 
+def test_other_attacks_are_listed_by_name_and_fetched_one_at_a_time(client) -> None:
+    """The page names every other network's attack but embeds one matrix (the first by
+    name); picking another fetches its matrix, the stored one, from a small endpoint."""
+    import json
+
+    from evaluator.models import Evaluation
+
+    suite = fake_suite(references=4, uploads=2)
+    net = suite.uploads[0]
+    html = _text(client.get(f"/networks/{net.pk}/"))
+    picker = html.split('id="other-attack"')[1].split("</select>")[0]
+    options = re.findall(r'<option value="(\d+)">([^<]+)</option>', picker)
+    stored = {e.source_id: e for e in Evaluation.objects.filter(network=net, source__isnull=False)
+              .select_related("source")}
+    assert sorted(int(pk) for pk, _ in options) == sorted(stored)
+    assert [name for _, name in options] == sorted((e.source.name for e in stored.values()), key=str.lower)
+    assert f'data-url="/networks/{net.pk}/confusion/"' in picker
+    first = stored[int(options[0][0])]
+    fig = json.loads(re.search(r'id="fig-other">(.*?)</script>', html, re.S).group(1))
+    assert fig["data"][0]["z"] == first.confusion
+    assert "others-data" not in html  # no longer every matrix in the page
+    for pk, name in options:
+        data = client.get(f"/networks/{net.pk}/confusion/{pk}.json").json()
+        assert data == {"id": int(pk), "name": name, "confusion": stored[int(pk)].confusion}
+    # A network it was never evaluated against: 404, not an empty matrix.
+    assert client.get(f"/networks/{net.pk}/confusion/{net.pk}.json").status_code == 404
+
+
 def test_running_network_page_polls_the_api(client, alice) -> None:
     suite = fake_suite(references=2)
     net = Network.objects.create(benchmark=suite.benchmark, owner=alice, name="fresh",

@@ -16,7 +16,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import cache_control
@@ -206,14 +206,25 @@ def _confusion_json(confusion: Any, class_names: list[str], title: str) -> str:
 
 
 @require_GET
+def network_confusion(request: HttpRequest, pk: int, source_pk: int) -> JsonResponse:
+    """One matrix for the network page's "another network's attack" picker."""
+    network = selectors.network_get_visible(user=request.user, pk=pk)
+    return JsonResponse(selectors.network_confusion_against(network=network, source_pk=source_pk,
+                                                            user=request.user))
+
+
+@require_GET
 def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
     network = selectors.network_get_visible(user=request.user, pk=pk)
     bench = network.benchmark
     adv = AdversarialDataset.objects.filter(network=network).first()
     comparisons = selectors.reference_comparisons(network=network) if adv is not None else []
-    confusions = selectors.network_page_confusions(network=network, user=request.user)
+    confusions = selectors.network_page_confusions(network=network, user=request.user, others=False)
     others = list(confusions["others"])
     others.sort(key=lambda o: o["name"].lower())
+    if others:  # the first is drawn; the others are fetched when picked
+        others[0] = selectors.network_confusion_against(network=network, source_pk=others[0]["id"],
+                                                        user=request.user)
     class_names = list(bench.class_names or []) or [str(i) for i in range(bench.num_classes)]
     figures = {}
     for key, title in (("clean", "clean images"), ("universal", "universal perturbations"),
@@ -238,7 +249,7 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "deciding": _deciding_sentence(network, comparisons),
         "rungs": _ladder_size(bench),
         "figures": figures,
-        "others": [{"id": o["id"], "name": o["name"], "confusion": o["confusion"]} for o in others],
+        "others": [{"id": o["id"], "name": o["name"]} for o in others],
         "class_names": class_names,
         "gallery": _gallery_items(network, adv),
         "badge_markdown": f"[![robustness]({badge_url})]({page_url})",

@@ -135,20 +135,29 @@
       window.Plotly.newPlot(div, fig.data, fig.layout || {}, PLOT_CONFIG);
     });
     var select = $("#other-attack");
-    var others = document.getElementById("others-data");
-    if (select && others) {
-      var list = JSON.parse(others.textContent);
+    if (select) {
+      // One matrix per pick, fetched on demand: embedding all of them made the page O(N).
       select.addEventListener("change", function () {
-        var item = list[parseInt(select.value, 10)];
-        if (!item) return;
-        var z = item.confusion;
-        var share = z.map(function (row) {
-          var total = row.reduce(function (a, b) { return a + b; }, 0) || 1;
-          return row.map(function (v) { return Math.round(v / total * 10000) / 10000; });
-        });
+        var wanted = select.value;
         var div = document.getElementById(select.getAttribute("data-plot"));
-        window.Plotly.restyle(div, { z: [z], customdata: [share] });
-        window.Plotly.relayout(div, { "title.text": esc("attack of " + item.name) });
+        fetch(select.getAttribute("data-url") + encodeURIComponent(wanted) + ".json", { credentials: "same-origin" })
+          .then(function (response) {
+            if (!response.ok) throw new Error("HTTP " + response.status);
+            return response.json();
+          })
+          .then(function (item) {
+            if (select.value !== wanted) return;  // a later pick won the race
+            var z = item.confusion;
+            var share = z.map(function (row) {
+              var total = row.reduce(function (a, b) { return a + b; }, 0) || 1;
+              return row.map(function (v) { return Math.round(v / total * 10000) / 10000; });
+            });
+            window.Plotly.restyle(div, { z: [z], customdata: [share] });
+            window.Plotly.relayout(div, { "title.text": esc("attack of " + item.name) });
+          })
+          .catch(function () {
+            window.Plotly.relayout(div, { "title.text": "could not load this matrix; reload the page" });
+          });
       });
     }
   }
