@@ -127,3 +127,22 @@ def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:
     value = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs={"name": "tests.slow_import"},
                     network=net)
     assert value["loaded"] is False
+
+
+def test_a_fault_in_the_worker_ends_the_job_and_its_child(tmp_path) -> None:
+    """Storing a finished phase fails (say, the database): the job must end failed, not
+    stay 'running' forever, and the child must not outlive it."""
+    job, net = _job_and_network()
+    pid_file = tmp_path / "pid"
+
+    def store(fraction: float, text: str) -> None:
+        raise RuntimeError("database went away")
+
+    with pytest.raises(JobFailed, match="internal error while running evaluate: RuntimeError"):
+        job_run(job=job, target="tests.sandbox_targets:hang_after_progress", kwargs={"pid_file": str(pid_file)},
+                network=net, on_report=store)
+    job.refresh_from_db()
+    assert job.state == Job.State.FAILED and "database went away" in job.log
+    from tests.test_sandbox import _dead
+
+    assert _dead(int(pid_file.read_text()))

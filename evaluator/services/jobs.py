@@ -188,6 +188,15 @@ def job_run(
     try:
         return _job_attempts(job, target, kwargs, limits or sandbox_limits(),
                              _progress_writer(job, network, stage, on_report))
+    except (JobRejected, JobFailed, JobCancelled):
+        raise
+    except Exception as exc:
+        # A fault on this side (storing a finished phase, the database): the child is
+        # already killed; end the job so neither it nor its network stays 'running'.
+        log.exception("job %s: internal error in the worker", job.pk)
+        job.refresh_from_db()
+        job_finish(job=job, state=Job.State.FAILED, line=f"internal error in the worker: {exc!r}")
+        raise JobFailed(f"internal error while running {job.kind}: {type(exc).__name__}") from exc
     finally:
         spare_prepare()  # for the next job, while this process does other things
 
