@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,13 @@ def reap_on_start(sender=None, **kwargs) -> None:
         log.exception("reaper failed at worker start")
 
 
-@worker_ready.connect
+@worker_process_init.connect
 def spare_on_start(sender=None, **kwargs) -> None:
-    """The first job after a start finds TensorFlow imported already."""
-    from evaluator.services.jobs import spare_prepare
+    """In each process that will run tasks (the solo pool's, or each prefork child):
+    the first job finds TensorFlow imported already."""
+    from evaluator.services.jobs import spare_enable
 
     try:
-        spare_prepare()
+        spare_enable()
     except Exception:  # an optimisation: never keep a worker from starting
         log.exception("could not start a spare sandbox child")

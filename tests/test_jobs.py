@@ -82,6 +82,7 @@ def spares(settings, monkeypatch):
 
     settings.SANDBOX_SPARE = True
     monkeypatch.setattr(jobs, "PRELOAD", ("tests.slow_import",))
+    monkeypatch.setattr(jobs, "_spare_wanted", True)  # as in a worker (worker_process_init)
     yield jobs
     if jobs._spare is not None:
         jobs._spare.discard()
@@ -117,6 +118,16 @@ def test_the_next_job_runs_in_the_spare_started_after_the_last(spares, settings)
     job3 = job_open(kind=Job.Kind.ATTACK, benchmark=net.benchmark, network=net)
     third = job_run(job=job3, target="tests.sandbox_targets:preloaded", kwargs=kwargs, network=net)
     assert third["loaded"] is False and third["pid"] != stale.proc.pid and not stale.alive()
+
+
+def test_no_spare_outside_a_worker(settings) -> None:
+    """A management command (rank, build_benchmark) runs jobs but keeps no spare."""
+    from evaluator.services import jobs
+
+    settings.SANDBOX_SPARE = True
+    job, net = _job_and_network()
+    job_run(job=job, target="tests.sandbox_targets:add", kwargs={"a": 1, "b": 1}, network=net)
+    assert jobs._spare is None
 
 
 def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,10 +35,13 @@ PRELOAD = ("tensorflow",)
 
 # This process's spare sandbox child (settings.SANDBOX_SPARE): it imports TensorFlow
 # (~3 s, a fifth of a small upload's wait) while the worker is idle, and the next job
-# runs in it. Owned by the pid that started it: a forked pool process must not use
-# its parent's.
+# runs in it. Only in Celery's task-running processes (spare_enable, from the
+# worker_process_init signal): a command that runs a few jobs and exits has no use
+# for one. Owned by the pid that started it: a forked process must not use its parent's.
 _spare: SpareChild | None = None
 _spare_owner = 0
+_spare_wanted = False
+_spare_lock = threading.Lock()  # a threads pool would share this process's spare
 
 
 class JobRejected(Exception):
@@ -143,22 +147,31 @@ def sandbox_limits() -> SandboxLimits:
     return SandboxLimits(timeout_s=settings.SANDBOX_TIMEOUT_S, memory_mb=settings.SANDBOX_MEMORY_MB)
 
 
+def spare_enable() -> None:
+    """This process runs jobs for a worker: keep a spare child from now on."""
+    global _spare_wanted
+    _spare_wanted = True
+    spare_prepare()
+
+
 def spare_prepare() -> None:
-    """Start this process's spare child unless it has a live one (after every job and
-    at worker start). Does nothing with SANDBOX_SPARE off."""
+    """Start this process's spare child unless it has a live one (after every job).
+    Does nothing with SANDBOX_SPARE off or outside a worker."""
     global _spare, _spare_owner
-    if not settings.SANDBOX_SPARE:
+    if not (settings.SANDBOX_SPARE and _spare_wanted):
         return
-    if _spare is not None and _spare_owner == os.getpid() and _spare.alive():
-        return
-    _spare = SpareChild(storage.spare_workdir(), limits=sandbox_limits(), preload=PRELOAD)
-    _spare_owner = os.getpid()
+    with _spare_lock:
+        if _spare is not None and _spare_owner == os.getpid() and _spare.alive():
+            return
+        _spare = SpareChild(storage.spare_workdir(), limits=sandbox_limits(), preload=PRELOAD)
+        _spare_owner = os.getpid()
 
 
 def _spare_take(limits: SandboxLimits) -> SpareChild | None:
     """The spare for a job with these limits, or None (then the job starts cold)."""
     global _spare
-    spare, _spare = _spare, None
+    with _spare_lock:
+        spare, _spare = _spare, None
     if spare is None or _spare_owner != os.getpid():
         return None
     if not spare.matches(limits, None):  # the settings changed since it started
