@@ -116,3 +116,17 @@ def preloaded(name: str) -> dict:
     import sys
 
     return {"loaded": name in sys.modules, "pid": os.getpid(), "cwd": os.getcwd()}
+
+
+def tf_import_leaves_sklearn_out() -> dict:
+    import sys
+
+    import tensorflow as tf  # noqa: F401
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        blocked = True
+    else:
+        blocked = False
+    return {"blocked": blocked, "keras_loaded": "keras" in sys.modules}
