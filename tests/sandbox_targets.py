@@ -118,15 +118,16 @@ def preloaded(name: str) -> dict:
     return {"loaded": name in sys.modules, "pid": os.getpid(), "cwd": os.getcwd()}
 
 
-def tf_import_leaves_sklearn_out() -> dict:
+def tf_import_leaves_optional_modules_out() -> dict:
+    import importlib
     import sys
 
     import tensorflow as tf  # noqa: F401
 
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        blocked = True
-    else:
-        blocked = False
+    blocked = []
+    for name in ("sklearn", "pandas", "matplotlib"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            blocked.append(name)
     return {"blocked": blocked, "keras_loaded": "keras" in sys.modules}
