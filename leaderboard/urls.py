@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from leaderboard.views import accounts, api, pages
+from leaderboard.views import accounts, api, networks, pages
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,13 +14,13 @@ urlpatterns = [
     path("api/benchmarks/<slug:name>/universal.npz", api.universal_npz, name="api-universal"),
     # Pages
     path("", pages.index, name="index"),
-    path("networks/upload/", pages.upload, name="upload"),
-    path("networks/<int:pk>/", pages.network_detail, name="network"),
-    path("networks/<int:pk>/gallery/<int:index>.png", pages.gallery_image, name="network-gallery"),
-    path("networks/<int:pk>/badge.svg", pages.network_badge, name="network-badge"),
-    path("networks/<int:pk>/confusion/<int:source_pk>.json", pages.network_confusion, name="network-confusion"),
-    path("networks/<int:pk>/visibility/", pages.network_visibility, name="network-visibility"),
-    path("networks/<int:pk>/delete/", pages.network_delete, name="network-delete"),
+    path("networks/upload/", networks.upload, name="upload"),
+    path("networks/<int:pk>/", networks.network_detail, name="network"),
+    path("networks/<int:pk>/gallery/<int:index>.png", networks.gallery_image, name="network-gallery"),
+    path("networks/<int:pk>/badge.svg", networks.network_badge, name="network-badge"),
+    path("networks/<int:pk>/confusion/<int:source_pk>.json", networks.network_confusion, name="network-confusion"),
+    path("networks/<int:pk>/visibility/", networks.network_visibility, name="network-visibility"),
+    path("networks/<int:pk>/delete/", networks.network_delete, name="network-delete"),
     path("matrix/", pages.matrix, name="matrix"),
     path("benchmark/", pages.benchmark, name="benchmark"),
     path("benchmark/samples.png", pages.benchmark_samples, name="benchmark-samples"),

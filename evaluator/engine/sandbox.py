@@ -42,12 +42,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluator.engine import proctree
 from evaluator.engine.errors import ContractError, SandboxError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.2
 LOG_TAIL_BYTES = 20_000
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -214,65 +214,6 @@ def _spawn(
         )
 
 
-@dataclass
-class _Proc:
-    ppid: int
-    pgrp: int
-    start: int  # start time in clock ticks: tells a reused pid from the one we saw
-    rss: int  # bytes
-
-
-def _scan_proc() -> dict[int, _Proc]:
-    table: dict[int, _Proc] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            continue  # exited meanwhile
-        # comm (field 2) may contain spaces and parentheses: split after the last ')'.
-        fields = raw[raw.rfind(b")") + 2 :].split()
-        table[int(name)] = _Proc(
-            ppid=int(fields[1]), pgrp=int(fields[2]), start=int(fields[19]),
-            rss=int(fields[21]) * _PAGE,
-        )
-    return table
-
-
-def _tree(table: dict[int, _Proc], root: int, seen: dict[int, int]) -> set[int]:
-    """The root, its process group, its descendants and anything seen in an earlier scan
-    (matched by start time), so a process that left the group is still counted."""
-    members = {pid for pid, p in table.items() if p.pgrp == root}
-    members |= {pid for pid, t0 in seen.items() if pid in table and table[pid].start == t0}
-    if root in table:
-        members.add(root)
-    children: dict[int, list[int]] = {}
-    for pid, p in table.items():
-        children.setdefault(p.ppid, []).append(pid)
-    stack = list(members)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in members:
-                members.add(child)
-                stack.append(child)
-    return members
-
-
-def _kill_tree(root: int, seen: dict[int, int]) -> None:
-    # The root is still unreaped here (zombie at worst), so its pgid cannot be reused.
-    try:
-        os.killpg(root, signal.SIGKILL)
-    except OSError:
-        pass
-    for pid in _tree(_scan_proc(), root, seen):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 class _ProgressReader:
     """Reads complete lines appended to progress.jsonl since the last call."""
 
@@ -374,8 +315,8 @@ def run_in_sandbox(
             pidfd = os.pidfd_open(pid)
         deadline = started + limits.timeout_s
         while not _wait_exit(pid, pidfd, min(POLL_S, deadline - time.monotonic())):
-            table = _scan_proc()
-            members = _tree(table, pid, seen)
+            table = proctree.scan()
+            members = proctree.tree(table, pid, seen)
             seen.update({m: table[m].start for m in members if m in table})
             rss = sum(table[m].rss for m in members if m in table)
             peak = max(peak, rss)
@@ -390,7 +331,7 @@ def run_in_sandbox(
     finally:
         # Always, also on KeyboardInterrupt or an exception from on_progress: kill
         # leftovers (background grandchildren too) and then reap the child.
-        _kill_tree(pid, seen)
+        proctree.kill_tree(pid, seen)
         _, status, rusage = os.wait4(pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
         if pidfd is not None:
