@@ -34,7 +34,7 @@ HEARTBEAT_EVERY_S = 5.0
 PRELOAD = ("tensorflow",)
 
 # This process's spare sandbox child (settings.SANDBOX_SPARE): it imports TensorFlow
-# (~3 s, a fifth of a small upload's wait) while the worker is idle, and the next job
+# (2–3 s, up to a fifth of an upload's wait) while the worker is idle, and the next job
 # runs in it. Only in Celery's task-running processes (spare_enable, from the
 # worker_process_init signal): a command that runs a few jobs and exits has no use
 # for one. Owned by the pid that started it: a forked process must not use its parent's.
