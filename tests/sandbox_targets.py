@@ -131,3 +131,14 @@ def tf_import_leaves_optional_modules_out() -> dict:
         except ImportError:
             blocked.append(name)
     return {"blocked": blocked, "keras_loaded": "keras" in sys.modules}
+
+
+def tick_forever(pid_file: str, progress) -> None:
+    # A long job that keeps reporting progress (like an attack, step after step).
+    with open(pid_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    step = 0
+    while True:
+        step += 1
+        progress(min(0.99, step / 1000), f"step {step}")
+        time.sleep(0.1)

@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from evaluator.models import Job
-from evaluator.services.jobs import JobFailed, JobRejected, Phases, Stage, job_open, job_run
+from evaluator.services.jobs import JobCancelled, JobFailed, JobRejected, Phases, Stage, job_open, job_run
 from evaluator.services.pipeline import EVALUATE
 from leaderboard.models import Network
 from tests.fakes import fake_suite
@@ -40,6 +40,8 @@ def test_evaluate_job_progress_maps_onto_statuses(fraction: float, status: str, 
 def _job_and_network() -> tuple[Job, Network]:
     suite = fake_suite(references=1)
     net = suite.references[0]
+    Network.objects.filter(pk=net.pk).update(status=S.VALIDATING)  # as the pipeline leaves it
+    net.refresh_from_db()
     return job_open(kind=Job.Kind.EVALUATE, benchmark=suite.benchmark, network=net), net
 
 
@@ -157,3 +159,32 @@ def test_a_fault_in_the_worker_ends_the_job_and_its_child(tmp_path) -> None:
     from tests.test_sandbox import _dead
 
     assert _dead(int(pid_file.read_text()))
+
+
+def test_an_admin_cancel_stops_the_running_child_within_seconds(tmp_path) -> None:
+    """A cancel takes effect at the next progress report, not when the (long) job ends,
+    and a late progress write never turns the cancelled network back to 'attacking'."""
+    import time
+
+    from leaderboard.services import job_cancel
+    from tests.test_sandbox import _dead
+
+    job, net = _job_and_network()
+    pid_file = tmp_path / "pid"
+    reports: list[float] = []
+
+    def cancel_after_first_report(fraction: float, text: str) -> None:
+        reports.append(fraction)
+        if len(reports) == 1:
+            job_cancel(job=Job.objects.get(pk=job.pk))
+
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        job_run(job=job, target="tests.sandbox_targets:tick_forever", kwargs={"pid_file": str(pid_file)},
+                network=net, stage=Stage(S.ATTACKING, 25, 70), on_report=cancel_after_first_report)
+    assert time.monotonic() - started < 10
+    assert _dead(int(pid_file.read_text()))
+    job.refresh_from_db()
+    net.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+    assert (net.status, net.reason) == (S.FAILED, "cancelled by an administrator")

@@ -134,9 +134,13 @@ def _progress_writer(
         if now - last["at"] < 1.0 and fraction < 1.0 and status == last["status"]:
             return
         last.update(at=now, status=status)
-        Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        # The heartbeat doubles as the cancel check: an admin's cancel (or the network's
+        # deletion) stops the child here, within a second, not when a long job ends.
+        if not Job.objects.filter(pk=job.pk).exclude(state=Job.State.CANCELLED).update(heartbeat_at=timezone.now()):
+            raise JobCancelled(f"job {job.pk} was cancelled")
         if network is not None and stage is not None:
-            Network.objects.filter(pk=network.pk).update(
+            # Only while it is still running: never over a cancel's 'failed'.
+            Network.objects.filter(pk=network.pk, status__in=Network.RUNNING).update(
                 status=status, progress=percent, stage=text[:200], updated_at=timezone.now()
             )
 

@@ -52,6 +52,8 @@ def network_set_status(*, network: Network, status: str, reason: str = "", progr
 
 
 def _fail(network: Network, exc: Exception) -> bool:
+    if not Network.objects.filter(pk=network.pk).exists():
+        return False  # deleted while its job ran: nothing to mark
     if isinstance(exc, JobRejected):
         network_set_status(network=network, status=S.REJECTED, reason=str(exc))
     elif isinstance(exc, JobCancelled):
