@@ -245,7 +245,8 @@ def ranking_recompute(*, benchmark: Benchmark) -> None:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Cancel a queued or running job; a running one stops at its next checkpoint."""
+    """Cancel a queued or running job; a running one's child is killed at its next
+    progress report (evaluator.services.jobs), within about a second."""
     if job.state in (Job.State.QUEUED, Job.State.RUNNING):
         job.state = Job.State.CANCELLED
         job.finished_at = timezone.now()
