@@ -3,7 +3,9 @@
 The leaderboard page, a network page, the API leaderboard and the API network detail
 are requested at N = 5 and again at N = 100 networks (fake_suite: stored results
 without TensorFlow, every pair of the matrix filled); each must issue exactly the
-same number of queries, for an anonymous visitor and for a logged-in owner.
+same number of queries, for an anonymous visitor and for a logged-in owner. Every HTML
+page (matrix, benchmark, profile and upload form included) is also checked at 9 and at
+204 networks.
 """
 
 from __future__ import annotations
@@ -58,3 +60,26 @@ def test_page_and_api_query_counts_are_constant_in_n(client) -> None:
     assert owner_large == owner_small
     # And the pages really list the larger suite.
     assert len(client.get("/api/leaderboard").json()["networks"]) == LARGE
+
+
+def test_every_page_keeps_its_query_count_at_204_networks(client, alice, django_assert_max_num_queries) -> None:
+    suite = fake_suite(references=4, uploads=5, owner=alice)
+    client.force_login(alice)
+    upload, ref = suite.uploads[0], suite.references[0]
+    urls = ["/", "/?kind=uploads", f"/networks/{upload.pk}/", f"/networks/{ref.pk}/", "/matrix/",
+            "/benchmark/", "/accounts/profile/", "/networks/upload/"]
+    small = _counts(client, urls)
+    peers = [*suite.references, *suite.uploads]
+    for j in range(195):
+        peers.append(fake_network(suite.benchmark, suite.labels, name=f"more-{j}", strength=(j % 10 + 0.5) / 10,
+                                  owner=alice, peers=list(peers), seed=500 + j))
+    benchmark_rank(benchmark=suite.benchmark)
+    assert Network.objects.filter(benchmark=suite.benchmark).count() == 204
+    for url in urls:
+        with django_assert_max_num_queries(small[url]):
+            response = client.get(url)
+        assert response.status_code == 200
+    assert _counts(client, urls) == small
+    html = client.get("/matrix/").content.decode()
+    assert "columns: the references" in html
+    assert html.split('class="matrix"')[1].split("</table>")[0].count("<tr") == 1 + 204
