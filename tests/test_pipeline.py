@@ -215,3 +215,31 @@ def test_contract_breaches_end_rejected_with_reason(mini_benchmark, tmp_path, bu
     assert net.status == S.REJECTED
     assert words in net.reason
     assert not Evaluation.objects.filter(network=net).exists()
+
+
+def test_a_stored_attack_is_kept_when_only_the_validation_is_redone(mini_benchmark, tiny_cnn_dir, monkeypatch) -> None:
+    """Validation missing (say, the universal set was rebuilt) but the attack stored: the
+    one job validates again and reuses the stored adversarial set instead of attacking
+    anew, so the file stays the one its evaluations were computed on."""
+    from evaluator.services import pipeline
+
+    net = services.network_register_path(benchmark=mini_benchmark, path=tiny_cnn_dir, name="keep-attack",
+                                         enqueue=False)
+    assert network_run_pipeline(network=net)
+    adv = AdversarialDataset.objects.get(network=net)
+    before = storage.media_path(adv.file).read_bytes()
+    Evaluation.objects.filter(network=net, kind=Evaluation.Kind.CLEAN).delete()
+    sent: list[dict] = []
+    run = pipeline.job_run
+
+    def spying_run(**kwargs):
+        sent.append(kwargs["kwargs"])
+        return run(**kwargs)
+
+    monkeypatch.setattr(pipeline, "job_run", spying_run)
+    net.refresh_from_db()
+    assert pipeline.network_evaluate(network=net)
+    assert len(sent) == 1 and "attack" not in sent[0]
+    assert sent[0]["own_adversarial"] == str(storage.media_path(adv.file))
+    assert storage.media_path(adv.file).read_bytes() == before
+    assert Evaluation.objects.filter(network=net, kind=Evaluation.Kind.CLEAN).count() == 1

@@ -82,10 +82,11 @@ def network_validate(*, network: Network) -> bool:
         return True
     bench = network.benchmark
     network_set_status(network=network, status=S.VALIDATING, progress=0)
-    model_dir = storage.network_dir(network.pk) / "model"
+    ndir = storage.network_dir(network.pk)
+    model_dir = ndir / "model"
     storage.remove_tree(model_dir)
     job = job_open(kind=Job.Kind.VALIDATE, benchmark=bench, network=network)
-    out = storage.network_dir(network.pk) / "predictions-clean.npz"
+    out = ndir / "predictions-clean.npz"
     try:
         value = job_run(
             job=job,
@@ -199,7 +200,7 @@ def network_cross_evaluate(*, network: Network) -> bool:
     return True
 
 
-def _evaluate_in_one_job(network: Network, *, validated: bool) -> bool:
+def _evaluate_in_one_job(network: Network, *, validated: bool, adversarial: AdversarialDataset | None) -> bool:
     """What is missing of validate and attack, plus the pairs, in one sandbox job.
 
     Each phase is stored as soon as the job reports past it (the engine writes
@@ -218,10 +219,13 @@ def _evaluate_in_one_job(network: Network, *, validated: bool) -> bool:
         storage.remove_tree(model_dir)
         kwargs.update(archive=str(storage.media_path(network.archive)), extract_to=str(model_dir),
                       universal=_universal_path(network))
-    kwargs["attack"] = bench.attack_config()
+    if adversarial is None:
+        kwargs["attack"] = bench.attack_config()
+    else:  # stored already: its evaluations were made on this file, keep it
+        kwargs["own_adversarial"] = str(storage.media_path(adversarial.file))
     peers = _peers(network)
     kwargs["others"] = _missing_pairs(network, peers)
-    adversarial = ndir / "adversarial.npz"
+    adversarial_path = ndir / "adversarial.npz"
 
     stored: set[str] = set()
 
@@ -234,8 +238,8 @@ def _evaluate_in_one_job(network: Network, *, validated: bool) -> bool:
         phase = "attack"
         if phase not in stored and (out_dir / f"{phase}.json").exists():
             stored.add(phase)
-            os.replace(out_dir / "adversarial.npz", adversarial)
-            results.attack_store(network, json.loads((out_dir / f"{phase}.json").read_text()), adversarial)
+            os.replace(out_dir / "adversarial.npz", adversarial_path)
+            results.attack_store(network, json.loads((out_dir / f"{phase}.json").read_text()), adversarial_path)
 
     status, progress = EVALUATE.at(0.0 if not validated else PHASES["attack"][0])
     network_set_status(network=network, status=status, progress=progress)
@@ -271,8 +275,9 @@ def network_evaluate(*, network: Network) -> bool:
     meanwhile) is filled in by a cross job.
     """
     validated = _validated(network)
-    if not (validated and AdversarialDataset.objects.filter(network=network).exists()):
-        if not _evaluate_in_one_job(network, validated=validated):
+    adversarial = AdversarialDataset.objects.filter(network=network).first()
+    if not (validated and adversarial is not None):
+        if not _evaluate_in_one_job(network, validated=validated, adversarial=adversarial):
             return False
     network.refresh_from_db()
     return network_cross_evaluate(network=network)
