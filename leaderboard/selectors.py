@@ -65,10 +65,13 @@ def _board_queryset(*, user: User, benchmark: Benchmark) -> QuerySet[Network]:
     return qs
 
 
+def _ranked(status: str, level: int | None) -> bool:
+    return status == S.RANKED and level is not None
+
+
 def _board_key(pk: int, status: str, level: int | None, score: float | None) -> tuple:
     """Ranked first (level, then score, both descending), then running, then the rest."""
-    ranked = status == S.RANKED and level is not None
-    group = 0 if ranked else (1 if status in Network.RUNNING else 2)
+    group = 0 if _ranked(status, level) else (1 if status in Network.RUNNING else 2)
     return (group, -(level or 0), -(score or 0.0), pk)
 
 
@@ -104,7 +107,7 @@ def leaderboard_page(
     )
     entries, rank = [], 0
     for pk, status, level, _score, is_reference in light:
-        ranked = status == S.RANKED and level is not None
+        ranked = _ranked(status, level)
         rank += ranked
         if kind == "all" or (kind == "references") == is_reference:
             entries.append((pk, rank if ranked else None, ranked))
