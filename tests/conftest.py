@@ -166,3 +166,16 @@ def bob(db):
     from django.contrib.auth.models import User
 
     return User.objects.create_user("bob", password="pw-bob-123")
+
+
+@pytest.fixture
+def world(db, monkeypatch, settings):
+    """tests.fakes.World: alice, bob and staff with tokens, public and private uploads."""
+    from tests.fakes import fake_world
+
+    # Four accounts per test: the production hasher would cost seconds each time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Nothing may reach a broker from these tests.
+    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: None)
+    monkeypatch.setattr("evaluator.tasks._send", lambda task, *args: None)
+    return fake_world()

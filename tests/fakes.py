@@ -7,6 +7,9 @@ storage helpers), so pages, API and ranking read realistic data.
 
 from __future__ import annotations
 
+import io
+import tarfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +20,7 @@ from evaluator.engine.datasets import Dataset, save_dataset
 from evaluator.models import AdversarialDataset, Evaluation, UniversalSet
 from evaluator.services import storage
 from evaluator.services.ranking import benchmark_rank
-from leaderboard.models import Benchmark, Network
+from leaderboard.models import ApiToken, Benchmark, Network
 
 EVAL = 200
 CLASSES = 10
@@ -133,3 +136,63 @@ def fake_suite(*, references: int = 4, uploads: int = 0, name: str = "mnist-5k",
     benchmark_rank(benchmark=bench)
     suite.benchmark.refresh_from_db()
     return suite
+
+
+# --------------------------------------------------------------------------- uploads and users
+
+
+def stub_zip() -> bytes:
+    """A .zip whose bytes pass the upload checks (the pipeline would reject it later)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("model/saved_model.pb", b"not really a graph")
+    return buf.getvalue()
+
+
+def stub_targz() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("model/saved_model.pb")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"abc"))
+    return buf.getvalue()
+
+
+@dataclass
+class World:
+    """alice owns one public and one private upload; bob is the other user; root is staff
+    (a superuser: the operator of the admin site); each has an API token."""
+
+    alice: User
+    bob: User
+    staff: User
+    pub: Network  # alice's public upload
+    priv: Network  # alice's private upload
+    ref: Network
+    alice_token: ApiToken
+    bob_token: ApiToken
+    staff_token: ApiToken
+
+    def user(self, role: str) -> User | None:
+        return {"anon": None, "owner": self.alice, "other": self.bob, "staff": self.staff}[role]
+
+    def token(self, role: str) -> ApiToken | None:
+        return {"anon": None, "owner": self.alice_token, "other": self.bob_token,
+                "staff": self.staff_token}[role]
+
+
+def fake_world() -> World:
+    from leaderboard.services import token_create
+
+    alice = User.objects.create_user("alice", password="pw-alice-123")
+    bob = User.objects.create_user("bob", password="pw-bob-123")
+    staff = User.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    suite = fake_suite(references=2)
+    pub = fake_network(suite.benchmark, suite.labels, name="alice-public", strength=0.5, owner=alice,
+                       peers=suite.references, seed=7)
+    priv = fake_network(suite.benchmark, suite.labels, name="alice-secret", strength=0.6, owner=alice,
+                        is_public=False, peers=[*suite.references, pub], seed=8)
+    return World(alice=alice, bob=bob, staff=staff, pub=pub, priv=priv, ref=suite.references[0],
+                 alice_token=token_create(user=alice, label="alice"),
+                 bob_token=token_create(user=bob, label="bob"),
+                 staff_token=token_create(user=staff, label="staff"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import zipfile
 from xml.etree import ElementTree
 
 import numpy as np
@@ -16,7 +15,7 @@ from PIL import Image
 from evaluator.services import storage
 from leaderboard import selectors
 from leaderboard.models import Network
-from tests.fakes import fake_suite
+from tests.fakes import fake_suite, stub_zip
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +25,6 @@ EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 @pytest.fixture
 def staff() -> User:
     return User.objects.create_user("root", password="pw-root-123", is_staff=True)
-
-
-def _zip_bytes() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("model/saved_model.pb", b"not really a graph")
-    return buf.getvalue()
 
 
 def _upload_file(data: bytes, name: str = "model.zip"):
@@ -270,7 +262,7 @@ def test_upload_junk_shows_inline_error(client, alice, monkeypatch) -> None:
 def test_upload_missing_name_shows_field_error(client, alice) -> None:
     suite = fake_suite(references=1)
     client.force_login(alice)
-    response = client.post("/networks/upload/", {"name": "", "archive": _upload_file(_zip_bytes())})
+    response = client.post("/networks/upload/", {"name": "", "archive": _upload_file(stub_zip())})
     assert response.status_code == 200 and "This field is required" in _text(response)
     assert Network.objects.filter(benchmark=suite.benchmark).count() == 1
 
@@ -292,7 +284,7 @@ def test_upload_valid_archive_redirects_to_live_page(client, alice, monkeypatch,
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/networks/upload/", {
-            "name": "my net", "description": "a <b>net</b>", "archive": _upload_file(_zip_bytes()),
+            "name": "my net", "description": "a <b>net</b>", "archive": _upload_file(stub_zip()),
         })
     net = Network.objects.get(name="my net")
     assert response.status_code == 302 and response["Location"] == f"/networks/{net.pk}/"

@@ -1,5 +1,5 @@
-"""Who may do what: the permission matrix, CSRF on every form, API tokens, private data,
-and the upload checks that run before anything is stored (tests.fakes: no TensorFlow).
+"""Who may do what: the permission matrix, CSRF on every form, API tokens, private data
+(tests.fakes: no TensorFlow; the `world` fixture of tests/conftest.py).
 
 The matrix is one table: every page, API endpoint and action, each with the status code
 expected for an anonymous visitor, the network's owner, another signed-in user and staff.
@@ -9,11 +9,6 @@ expected for an anonymous visitor, the network's owner, another signed-in user a
 
 from __future__ import annotations
 
-import io
-import tarfile
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,77 +17,13 @@ from django.test import Client
 
 from leaderboard.models import ApiToken, Network
 from leaderboard.services import token_create
-from tests.fakes import fake_network, fake_suite
+from tests.fakes import World, stub_zip
 
 pytestmark = pytest.mark.django_db
 
 ROLES = ("anon", "owner", "other", "staff")
 LOGIN = "/accounts/login/"
 ADMIN_LOGIN = "/admin/login/"
-
-
-# --------------------------------------------------------------------------- the world
-
-
-def _zip_bytes() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("model/saved_model.pb", b"not really a graph")
-    return buf.getvalue()
-
-
-def _targz_bytes() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        info = tarfile.TarInfo("model/saved_model.pb")
-        info.size = 3
-        tf.addfile(info, io.BytesIO(b"abc"))
-    return buf.getvalue()
-
-
-@dataclass
-class World:
-    alice: User
-    bob: User
-    staff: User
-    pub: Network  # alice's public upload
-    priv: Network  # alice's private upload
-    ref: Network
-    alice_token: ApiToken
-    bob_token: ApiToken
-    staff_token: ApiToken
-
-    def user(self, role: str) -> User | None:
-        return {"anon": None, "owner": self.alice, "other": self.bob, "staff": self.staff}[role]
-
-    def token(self, role: str) -> ApiToken | None:
-        return {"anon": None, "owner": self.alice_token, "other": self.bob_token,
-                "staff": self.staff_token}[role]
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:
-    """Four accounts per test: the production hasher would cost seconds each time."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def world(monkeypatch) -> World:
-    # Nothing may reach a broker from these tests.
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: None)
-    monkeypatch.setattr("evaluator.tasks._send", lambda task, *args: None)
-    alice = User.objects.create_user("alice", password="pw-alice-123")
-    bob = User.objects.create_user("bob", password="pw-bob-123")
-    staff = User.objects.create_superuser("root", "root@example.com", "pw-root-123")
-    suite = fake_suite(references=2)
-    pub = fake_network(suite.benchmark, suite.labels, name="alice-public", strength=0.5, owner=alice,
-                       peers=suite.references, seed=7)
-    priv = fake_network(suite.benchmark, suite.labels, name="alice-secret", strength=0.6, owner=alice,
-                        is_public=False, peers=[*suite.references, pub], seed=8)
-    return World(alice=alice, bob=bob, staff=staff, pub=pub, priv=priv, ref=suite.references[0],
-                 alice_token=token_create(user=alice, label="alice"),
-                 bob_token=token_create(user=bob, label="bob"),
-                 staff_token=token_create(user=staff, label="staff"))
 
 
 # --------------------------------------------------------------------------- the matrix
@@ -210,7 +141,7 @@ def _request(client: Client, w: World, role: str, method: str, url: str, auth: s
     if "upload" in payload:
         filename = payload.pop("upload")
         field = "file" if url.startswith("/api/") else "archive"
-        payload[field] = SimpleUploadedFile(filename, _zip_bytes(), "application/zip")
+        payload[field] = SimpleUploadedFile(filename, stub_zip(), "application/zip")
         payload.setdefault("name", "via-api")
         payload.setdefault("public", "on")
     return client.post(url, payload, **headers)
@@ -322,7 +253,7 @@ def test_revoked_token_stops_working_everywhere(client, world) -> None:
     auth = {"HTTP_AUTHORIZATION": f"Token {w.alice_token.key}"}
 
     def upload():
-        return client.post("/api/networks", {"file": SimpleUploadedFile("m.zip", _zip_bytes()),
+        return client.post("/api/networks", {"file": SimpleUploadedFile("m.zip", stub_zip()),
                                              "name": "t"}, **auth)
 
     assert upload().status_code == 202
@@ -354,11 +285,11 @@ def test_admin_revoke_and_inactive_user_stop_tokens(client, world) -> None:
     client.logout()
     w.bob_token.refresh_from_db()
     assert w.bob_token.revoked_at is not None
-    files = {"file": SimpleUploadedFile("m.zip", _zip_bytes()), "name": "t"}
+    files = {"file": SimpleUploadedFile("m.zip", stub_zip()), "name": "t"}
     assert client.post("/api/networks", files, **auth).status_code == 401
     # A deactivated account's tokens stop too.
     User.objects.filter(pk=w.alice.pk).update(is_active=False)
-    files = {"file": SimpleUploadedFile("m.zip", _zip_bytes()), "name": "t"}
+    files = {"file": SimpleUploadedFile("m.zip", stub_zip()), "name": "t"}
     assert client.post("/api/networks", files,
                        HTTP_AUTHORIZATION=f"Token {w.alice_token.key}").status_code == 401
 
@@ -369,7 +300,7 @@ def test_malformed_or_wrong_tokens_are_anonymous(client, world, header) -> None:
     w = world
     value = header.format(key=w.alice_token.key)
     assert client.get(f"/api/networks/{w.priv.pk}", HTTP_AUTHORIZATION=value).status_code == 404
-    files = {"file": SimpleUploadedFile("m.zip", _zip_bytes()), "name": "t"}
+    files = {"file": SimpleUploadedFile("m.zip", stub_zip()), "name": "t"}
     assert client.post("/api/networks", files, HTTP_AUTHORIZATION=value).status_code == 401
 
 
@@ -407,7 +338,7 @@ def _strict_post(w: World, url: str, data: dict, role: str, *, with_token: bool)
         client.force_login(w.user(role))
     payload = {k: _fill(v, w) for k, v in data.items()}
     if "upload" in payload:
-        payload["archive"] = SimpleUploadedFile(payload.pop("upload"), _zip_bytes())
+        payload["archive"] = SimpleUploadedFile(payload.pop("upload"), stub_zip())
         payload["benchmark"] = "mnist-5k"
     if with_token:
         client.get(LOGIN if role == "anon" else "/accounts/profile/")  # sets the csrftoken cookie
@@ -447,120 +378,3 @@ def test_api_delete_on_a_session_needs_csrf_but_a_token_does_not(world) -> None:
     assert response.status_code == 200
 
 
-# --------------------------------------------------------------------------- upload checks
-
-
-def _api_upload(client, w: World, data: bytes, filename: str, **extra):
-    return client.post("/api/networks", {"file": SimpleUploadedFile(filename, data), "name": "n", **extra},
-                       HTTP_AUTHORIZATION=f"Token {w.bob_token.key}")
-
-
-@pytest.mark.parametrize(
-    "filename, kind, status, words",
-    [
-        ("model.zip", "zip", 202, None),
-        ("MODEL.ZIP", "zip", 202, None),
-        ("model.tar.gz", "targz", 202, None),
-        ("model.tgz", "targz", 202, None),
-        ("model", "zip", 202, None),  # no extension at all: the bytes decide
-        ("model.exe", "zip", 400, "not a .zip, .tar.gz or .tgz"),
-        ("model.zip.exe", "zip", 400, "not a .zip, .tar.gz or .tgz"),
-        ("model.tar", "zip", 400, "not a .zip, .tar.gz or .tgz"),
-        ("model.pdf", "targz", 400, "not a .zip, .tar.gz or .tgz"),
-        ("model.tar.gz", "zip", 400, "first bytes say it is a .zip"),
-        ("model.zip", "targz", 400, "first bytes say it is a .tar.gz"),
-        ("model.zip", "png", 400, "not a .zip or .tar.gz archive"),
-        ("model.zip", "empty", 400, "not a .zip or .tar.gz archive"),
-    ],
-)
-def test_upload_extension_and_magic_bytes(client, world, filename, kind, status, words) -> None:
-    data = {"zip": _zip_bytes(), "targz": _targz_bytes(), "png": b"\x89PNG\r\n\x1a\n" + b"\0" * 64,
-            "empty": b""}[kind]
-    response = _api_upload(client, world, data, filename)
-    assert response.status_code == status, response.content
-    if words:
-        assert words in response.json()["error"]
-        assert not Network.objects.filter(owner=world.bob).exists()
-    else:
-        net = Network.objects.get(pk=response.json()["id"])
-        suffix = "zip" if kind == "zip" else "tar.gz"
-        assert net.archive == f"networks/{net.pk}/upload.{suffix}"
-
-
-def test_upload_form_shows_the_extension_error(client, world) -> None:
-    client.force_login(world.bob)
-    response = client.post("/networks/upload/", {
-        "name": "n", "archive": SimpleUploadedFile("model.rar", _zip_bytes()), "benchmark": "mnist-5k",
-    })
-    assert response.status_code == 200
-    assert "not a .zip, .tar.gz or .tgz" in response.content.decode()
-    assert not Network.objects.filter(owner=world.bob).exists()
-
-
-@pytest.mark.parametrize("filename", ["../../../../tmp/evil.zip", "/etc/cron.d/evil.zip", "..\\..\\evil.zip",
-                                      "evil\x00.zip", "<script>.zip"])
-def test_storage_name_is_server_generated(client, world, settings, filename) -> None:
-    media = Path(settings.MEDIA_ROOT)
-    top = {p.name for p in media.iterdir()}
-    response = _api_upload(client, world, _zip_bytes(), filename)
-    assert response.status_code == 202, response.content
-    net = Network.objects.get(pk=response.json()["id"])
-    assert net.archive == f"networks/{net.pk}/upload.zip"
-    assert (media / net.archive).read_bytes() == _zip_bytes()
-    assert {p.name for p in media.iterdir()} == top
-    assert not Path("/tmp/evil.zip").exists() and not Path("/etc/cron.d/evil.zip").exists()
-
-
-def test_one_file_per_request(client, world) -> None:
-    w = world
-    auth = {"HTTP_AUTHORIZATION": f"Token {w.bob_token.key}"}
-    two = [SimpleUploadedFile("a.zip", _zip_bytes()), SimpleUploadedFile("b.zip", _zip_bytes())]
-    response = client.post("/api/networks", {"file": two, "name": "n"}, **auth)
-    assert response.status_code == 400 and "one file" in response.json()["error"]
-    response = client.post("/api/networks", {"file": SimpleUploadedFile("a.zip", _zip_bytes()),
-                                             "other": SimpleUploadedFile("b.zip", _zip_bytes()),
-                                             "name": "n"}, **auth)
-    assert response.status_code == 400 and "one file" in response.json()["error"]
-    client.force_login(w.bob)
-    response = client.post("/networks/upload/", {"name": "n", "archive": two})
-    assert response.status_code == 200 and "one file" in response.content.decode()
-    assert not Network.objects.filter(owner=w.bob).exists()
-
-
-def test_rate_limit_counts_deleted_uploads_and_spares_staff(client, world, settings) -> None:
-    w = world
-    settings.UPLOADS_PER_HOUR = 2
-    codes = [_api_upload(client, w, _zip_bytes(), "m.zip").status_code for _ in range(3)]
-    assert codes == [202, 202, 429]
-    assert "2 uploads per hour" in _api_upload(client, w, _zip_bytes(), "m.zip").json()["error"]
-    # Deleting uploads does not give the quota back.
-    for net in Network.objects.filter(owner=w.bob):
-        assert client.delete(f"/api/networks/{net.pk}",
-                             HTTP_AUTHORIZATION=f"Token {w.bob_token.key}").status_code == 200
-    assert not Network.objects.filter(owner=w.bob).exists()
-    assert _api_upload(client, w, _zip_bytes(), "m.zip").status_code == 429
-    # The form says the same.
-    client.force_login(w.bob)
-    response = client.post("/networks/upload/", {"name": "n", "archive": SimpleUploadedFile("m.zip", _zip_bytes()),
-                                                 "benchmark": "mnist-5k"})
-    assert response.status_code == 200 and "upload limit reached" in response.content.decode()
-    # Another user has a quota of their own; staff have none.
-    carol = User.objects.create_user("carol", password="pw-carol-123")
-    auth = {"HTTP_AUTHORIZATION": f"Token {token_create(user=carol).key}"}
-    assert client.post("/api/networks", {"file": SimpleUploadedFile("m.zip", _zip_bytes()), "name": "a"},
-                       **auth).status_code == 202
-    auth = {"HTTP_AUTHORIZATION": f"Token {w.staff_token.key}"}
-    for _ in range(3):
-        assert client.post("/api/networks", {"file": SimpleUploadedFile("m.zip", _zip_bytes()), "name": "s"},
-                           **auth).status_code == 202
-
-
-def test_upload_size_cap_is_enforced_while_streaming(client, world, settings) -> None:
-    settings.MAX_UPLOAD_BYTES = 20_000
-    big = _zip_bytes() + b"\0" * 50_000
-    response = _api_upload(client, world, big, "m.zip")
-    assert response.status_code == 413 and "limit" in response.json()["error"]
-    client.force_login(world.bob)
-    response = client.post("/networks/upload/", {"name": "n", "archive": SimpleUploadedFile("m.zip", big)})
-    assert response.status_code == 200 and "larger than" in response.content.decode()
-    assert not Network.objects.filter(owner=world.bob).exists()
