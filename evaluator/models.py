@@ -138,3 +138,26 @@ class Job(models.Model):
 
     def append_log(self, line: str) -> None:
         self.log = (self.log + line.rstrip() + "\n")[-20000:]
+
+
+class PeerFailure(models.Model):
+    """A matrix cell that could not be computed because the peer misbehaved.
+
+    Cross-evaluating an existing network (the peer) on a newer network's adversarial
+    set runs the peer alone in its own sandbox child. When that child fails or overruns
+    the peer is charged, not the newer network: the cell is recorded here, the peer is
+    flagged and re-validated, and the newer network is ranked without it.
+    """
+
+    network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="peer_failures")
+    source = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=16)  # the sandbox outcome: timeout, crash, ...
+    reason = models.TextField()
+    resolved = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.network} on adv({self.source}): {self.outcome}"

@@ -98,6 +98,9 @@ class Network(models.Model):
     flags = models.JSONField(default=list, blank=True)
     params = models.JSONField(default=dict, blank=True)
     report = models.JSONField(default=dict, blank=True)
+    # sha256 of every file of the accepted model folder, {path inside the folder: hex};
+    # checked before every load so a file changed on disk is never run (SPEC §6).
+    model_files = models.JSONField(default=dict, blank=True)
 
     clean_accuracy = models.FloatField(null=True, blank=True)
     clean_low = models.FloatField(null=True, blank=True)
