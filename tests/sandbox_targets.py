@@ -142,3 +142,32 @@ def tick_forever(pid_file: str, progress) -> None:
         step += 1
         progress(min(0.99, step / 1000), f"step {step}")
         time.sleep(0.1)
+
+
+def probe_world(paths: list[str], writes: list[str], ports: list[int]) -> dict:
+    """What a hostile child could reach: listing folders, writing files, connecting."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        try:
+            seen[path] = f"listed {len(os.listdir(path))}"
+        except FileNotFoundError:
+            seen[path] = "missing"
+        except OSError as exc:
+            seen[path] = f"refused {exc.errno}"
+    wrote: dict[str, str] = {}
+    for path in writes:
+        try:
+            with open(path, "w") as fh:
+                fh.write("pwned")
+            wrote[path] = "written"
+        except OSError as exc:
+            wrote[path] = f"refused {exc.errno}"
+    connected: dict[str, str] = {}
+    for port in ports:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            connected[str(port)] = "connected"
+        except OSError as exc:
+            connected[str(port)] = f"refused {exc.errno}"
+    return {"seen": seen, "wrote": wrote, "connected": connected, "uid": os.getuid(),
+            "env": sorted(os.environ)}

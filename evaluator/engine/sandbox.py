@@ -15,11 +15,17 @@ Return values and kwargs must be JSON-able. Big arrays are not returned: the tar
 them into files in its workdir (its cwd, e.g. `np.save("adv.npy", x)`) and returns the
 file names; the caller reads them after `run_in_sandbox` returns.
 
-Limits: the wall-clock timeout and an RSS ceiling over the whole process tree are enforced
-by the parent polling /proc; CPU time, file size, open files and process count by rlimits;
-by default a fresh, empty network namespace (`unshare --net`). NOT isolated: the
-filesystem (the child runs as the worker's user) and processes that double-fork and
-setsid() between two polls (that would take cgroups or a PID namespace).
+Isolation (engine.isolation): the child runs under bubblewrap as uid 65534 in its own
+user, mount, PID, IPC, UTS and network namespaces and sees only the runtime, the engine's
+code, its inputs (read-only, `in/`) and its scratch folder (the workdir). The parent puts
+the inputs there (`inputs=`), verifying model files against their accepted hashes.
+`SandboxLimits(isolation=False)` runs it without bubblewrap (development only, and the
+trusted reference build where bubblewrap is missing): then only the network is isolated
+(`unshare --net`) and the child sees the whole filesystem as the worker's user.
+
+Limits on top, either way: the wall-clock timeout and an RSS ceiling over the whole
+process tree are enforced by the parent polling /proc; CPU time, file size, open files
+and process count by rlimits.
 """
 
 from __future__ import annotations
@@ -40,9 +46,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-from evaluator.engine import proctree
+from evaluator.engine import isolation, proctree
 from evaluator.engine.errors import ContractError, SandboxError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -66,10 +72,27 @@ class SandboxLimits:
     # The kernel ignores it for root (CAP_SYS_RESOURCE); the memory ceiling still applies.
     processes: int = 4096
     network: bool = False  # False: run in a fresh network namespace when possible
+    # True: under bubblewrap (engine.isolation); run_in_sandbox raises SandboxUnavailable
+    # when bubblewrap cannot run here. False: development only (SANDBOX_ISOLATION=off).
+    isolation: bool = True
 
     @property
     def cpu_limit_s(self) -> int:
         return self.cpu_s if self.cpu_s is not None else max(1, int(2 * self.timeout_s))
+
+
+class SandboxUnavailable(SandboxError):
+    """Isolation was asked for and bubblewrap cannot run here; nothing was started."""
+
+
+Target = Union[str, Callable[..., Any]]
+
+
+def target_name(target: Target) -> str:
+    """'package.module:function' for a function (so callers can pass the function itself)."""
+    if isinstance(target, str):
+        return target
+    return f"{target.__module__}:{target.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -82,7 +105,8 @@ class SandboxResult:
     seconds: float
     peak_rss_mb: float
     isolated_network: bool
-    error_type: str = ""  # exception class name for 'rejected' / 'error'
+    error_type: str = ""
+    isolated: bool = False  # ran under bubblewrap  # exception class name for 'rejected' / 'error'
 
     def unwrap(self) -> Any:
         """The value, or ContractError ('rejected') / SandboxError (anything else)."""
@@ -140,15 +164,14 @@ def _make_preexec(limits: SandboxLimits) -> Callable[[], None]:
     return preexec
 
 
-def _child_env(workdir: Path, extra: dict | None) -> dict[str, str]:
+def _child_env(workdir: Path, extra: dict | None, isolated: bool) -> dict[str, str]:
     # Built from scratch: the worker's environment holds DATABASE_URL, broker
     # credentials and Django secrets that the untrusted child must not see.
-    tmp = workdir / ".sandbox" / "tmp"
-    tmp.mkdir(exist_ok=True)
+    home = isolation.SCRATCH if isolated else str(workdir)
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(workdir),
-        "TMPDIR": str(tmp),
+        "HOME": home,
+        "TMPDIR": f"{home}/.sandbox/tmp",
         "PYTHONPATH": str(PROJECT_ROOT),
         "PYTHONUNBUFFERED": "1",  # the log tail is complete even after a SIGKILL
         "PYTHONDONTWRITEBYTECODE": "1",  # the child never writes into the project tree
@@ -176,7 +199,7 @@ class SpareChild:
         self.workdir = Path(workdir).resolve()
         self.limits, self.env = limits, dict(env or {})
         self.box = self.workdir / ".sandbox"
-        self.box.mkdir(parents=True, exist_ok=True)
+        isolation.prepare_workdir(self.workdir)
         for stale in ("result.json", "progress.jsonl", "output.log", "ready"):
             (self.box / stale).unlink(missing_ok=True)
         self.proc = _spawn(self.workdir, limits, env, ["--spare", ",".join(preload)], stdin=subprocess.PIPE)
@@ -203,12 +226,19 @@ class SpareChild:
 def _spawn(
     workdir: Path, limits: SandboxLimits, env: dict | None, args: list[str], *, stdin: int
 ) -> subprocess.Popen:
-    prefix = () if limits.network else (_unshare_prefix() or ())
+    if limits.isolation:
+        if problem := isolation.bwrap_problem():
+            raise SandboxUnavailable(f"evaluation sandbox unavailable: {problem}; install bubblewrap")
+        prefix: tuple[str, ...] = (*isolation.bwrap_argv(workdir, network=limits.network), "--")
+    else:
+        prefix = () if limits.network else (_unshare_prefix() or ())
     box = workdir / ".sandbox"
-    cmd = [*prefix, sys.executable, "-m", "evaluator.engine.sandbox_child", str(box), *args]
+    isolation.prepare_workdir(workdir)
+    # The box is named relative to the cwd, which is the workdir inside and outside bwrap.
+    cmd = [*prefix, sys.executable, "-m", "evaluator.engine.sandbox_child", ".sandbox", *args]
     with open(box / "output.log", "wb") as out:
         return subprocess.Popen(
-            cmd, cwd=workdir, env=_child_env(workdir, env), stdin=stdin,
+            cmd, cwd=workdir, env=_child_env(workdir, env, limits.isolation), stdin=stdin,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=_make_preexec(limits), close_fds=True,
         )
@@ -260,7 +290,7 @@ def _wait_exit(pid: int, pidfd: int | None, timeout: float) -> bool:
 
 
 def run_in_sandbox(
-    target: str,
+    target: Target,
     kwargs: dict,
     *,
     workdir: Path,
@@ -268,14 +298,21 @@ def run_in_sandbox(
     env: dict | None = None,
     on_progress: Callable[[float, str], None] | None = None,
     spare: SpareChild | None = None,
+    inputs: dict[str, Path] | None = None,
+    manifests: dict[str, dict[str, str]] | None = None,
 ) -> SandboxResult:
-    """Call `target` ("package.module:function") with `kwargs` in a limited child process
-    whose cwd is `workdir`. If the function has a `progress` parameter it gets
-    `progress(fraction, stage)`, forwarded to `on_progress` (latest report per poll).
-    With `spare` (started in this workdir with these limits), that child runs it; one
-    that died meanwhile is replaced by a fresh child. The timeout counts from here.
-    Never raises for what the child does; raises ValueError/TypeError for bad arguments.
+    """Call `target` (a function, or "package.module:function") with `kwargs` in a
+    limited child process whose cwd is `workdir`. `inputs` {name: host path} are copied
+    to `in/<name>` first (read-only for the child; folders named in `manifests` are
+    verified against their hashes: isolation.IntegrityError); the child writes its
+    results under `out/` (isolation.output_path). If the function has a `progress`
+    parameter it gets `progress(fraction, stage)`, forwarded to `on_progress` (latest
+    report per poll). With `spare` (started in this workdir with these limits), that
+    child runs it; one that died meanwhile is replaced by a fresh child. The timeout
+    counts from here. Never raises for what the child does; raises ValueError/TypeError
+    for bad arguments, SandboxUnavailable when isolation is asked for and impossible.
     """
+    target = target_name(target)
     module, _, func = target.partition(":")
     if not module or not func.isidentifier():
         raise ValueError(f"target must be 'package.module:function', got {target!r}")
@@ -288,9 +325,11 @@ def run_in_sandbox(
     # A waiting spare has its output.log open: keep that one.
     for stale in ("result.json", "progress.jsonl") if warm else ("result.json", "progress.jsonl", "output.log"):
         (box / stale).unlink(missing_ok=True)
+    isolation.prepare_workdir(workdir)
+    isolation.stage_inputs(workdir, inputs or {}, manifests)
     (box / "request.json").write_text(json.dumps({"target": target, "kwargs": kwargs}))
 
-    isolated = not limits.network and _unshare_prefix() is not None
+    isolated = not limits.network and (limits.isolation or _unshare_prefix() is not None)
     progress = _ProgressReader(box / "progress.jsonl")
     ceiling = limits.memory_mb * 2**20
     seen: dict[int, int] = {}  # pid -> start time of every tree member ever observed
@@ -342,15 +381,17 @@ def run_in_sandbox(
         on_progress(*report)
     peak = max(peak, rusage.ru_maxrss * 1024)  # catches peaks between polls
     log = _tail(box / "output.log")
-    outcome, value, message, error_type = _classify(
-        killed, proc.returncode, rusage, box / "result.json", limits
-    )
+    code = proc.returncode
+    if limits.isolation and code > 128:
+        code = 128 - code  # bubblewrap exits 128 + n when the child died of signal n
+    outcome, value, message, error_type = _classify(killed, code, rusage, box / "result.json", limits)
     if outcome == "error" and isinstance(value, str):  # value carries the traceback
         log, value = f"{log}\n{value}".strip(), None
     return SandboxResult(
         ok=outcome == "ok", value=value if outcome == "ok" else None, outcome=outcome,
         message=message, log=log, error_type=error_type, seconds=round(seconds, 3),
         peak_rss_mb=round(peak / 2**20, 1), isolated_network=isolated,
+        isolated=limits.isolation,
     )
 
 
