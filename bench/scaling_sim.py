@@ -5,24 +5,27 @@
 The full matrix costs N(N-1) evaluations; past a few thousand networks it is replaced by
 the rule "every network against every reference, plus the current top-k and a random
 sample of m others" (2 + 2(R + k + m) evaluations per upload). This script checks what
-that does to the ranking, with the engine's own ladder, level and Bradley-Terry code:
+that does to the ranking, with the engine's own functions (engine.ladder: revised
+pairwise rule, ladder_order, level_results, robustness_scores):
 
   model   latent robustness r ~ N(0, 1) per network (the R references at evenly spaced
           quantiles); attack strength t = r + N(0, tau); true accuracy of a on adv(b)
-          p_ab = sigmoid(alpha (r_a - t_b) + N(0, sigma)) (sigma: non-transitive pair noise).
-  observe for every pair, the 2,000 paired images are drawn from a multinomial over
-          (a right, b right) with independent outcomes: the observed matrix M and the
-          McNemar discordant counts the Bradley-Terry fit uses.
-  full    levels from the references' rows/columns of M; scores = BT on every pair.
+          p_ab = sigmoid(alpha (r_a - t_b) + N(0, sigma)) (sigma: non-transitive pair
+          noise), white-box p_bb lowered by a further `whitebox_gap` on the logit.
+  observe 2,000 images per adversarial set, each network right on each image
+          independently with p_ab: the observed M (diagonal = white-box) and the
+          revised rule's win counts (a right, b wrong on adv(a) + adv(b)), drawn exactly
+          from binomials given the attacked network's own outcomes.
+  full    levels and scores from every pair, as benchmark_rank computes them.
   rule    networks arrive in random order; each is evaluated against the references,
-          the k best already there (by level, then mean margin against the references:
-          what is known at arrival without a fit) and m random others; scores = BT on
-          the evaluated pairs only (the others contribute no evidence).
+          the k best already there (by level, then mean revised margin against the
+          references: what is known at arrival) and m random others; the pairs not
+          evaluated carry no evidence.
 
-Reported per (k, m), mean over seeds: evaluations, level changes (by construction none:
-levels only read the reference rows/columns, which both schemes evaluate in full),
-score movement (in standard deviations of the full scores), leaderboard displacement,
-top-10 overlap and the share of same-level pairs whose order flips.
+Levels read only the references' pairs, and scores are Bradley-Terry among the
+references with every other network placed against them (issue 16), so by
+construction the rule changes neither; the table checks that, and shows the
+measurement noise floor (the same networks, images drawn again) for scale.
 """
 
 from __future__ import annotations
@@ -49,14 +52,15 @@ NOISE = (-1, -1)
 class Suite:
     latent: np.ndarray  # (n,) true robustness
     refs: list[int]  # indices of the references
-    M: np.ndarray  # (n, n) observed accuracy of a on adv(b); diagonal unused (0)
-    wins: np.ndarray  # (n, n) discordant counts: images a right on adv(b) while b wrong on adv(a)
+    M: np.ndarray  # (n, n) observed accuracy of a on adv(b); diagonal = white-box accuracy
+    wins: np.ndarray  # (n, n) revised rule: images of adv(a) + adv(b) with a right and b wrong
     images: int
 
 
 def true_accuracies(uploads: int, references: int = 10, *, alpha: float = 1.5, pair_noise: float = 0.3,
-                    attack_noise: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(latent robustness, true accuracy p[a][b] of a on adv(b)); references first."""
+                    attack_noise: float = 0.3, whitebox_gap: float = 1.0,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(latent robustness, true accuracy p[a][b] of a on adv(b), diagonal white-box); references first."""
     from statistics import NormalDist
 
     rng = np.random.default_rng(seed)
@@ -65,48 +69,54 @@ def true_accuracies(uploads: int, references: int = 10, *, alpha: float = 1.5, p
     n = len(latent)
     attack = latent + attack_noise * rng.standard_normal(n)
     logits = alpha * (latent[:, None] - attack[None, :]) + pair_noise * rng.standard_normal((n, n))
+    logits[np.diag_indices(n)] -= whitebox_gap  # a network's own attack is the strongest it meets
     return latent, 1.0 / (1.0 + np.exp(-logits))
 
 
 def observe(latent: np.ndarray, p: np.ndarray, references: int, *, images: int = 2000, seed: int = 0) -> Suite:
-    """Draw the paired per-image outcomes of every pair: observed M and discordant counts."""
+    """Draw the per-image outcomes of every network on every set, summarised exactly.
+
+    On adv(s), s is right on k_s ~ Bin(images, p_ss) images; network a, independent per
+    image, is right on x1 ~ Bin(k_s, p_as) of those and x2 ~ Bin(images - k_s, p_as) of
+    the rest. So adv(s) adds x2 to wins[a][s] (a right, s wrong) and k_s - x1 to
+    wins[s][a]: the same distribution as drawing all n x n x images outcomes.
+    """
     rng = np.random.default_rng(seed)
     n = len(latent)
-    iu, ju = np.triu_indices(n, 1)
-    pa, pb = p[iu, ju], p[ju, iu]  # a right on adv(b), b right on adv(a)
-    cells = np.stack([pa * pb, pa * (1 - pb), (1 - pa) * pb, (1 - pa) * (1 - pb)], axis=1)
-    counts = rng.multinomial(images, cells)  # (pairs, 4): both, only a, only b, neither
-    M = np.zeros((n, n))
-    M[iu, ju] = (counts[:, 0] + counts[:, 1]) / images
-    M[ju, iu] = (counts[:, 0] + counts[:, 2]) / images
-    wins = np.zeros((n, n), dtype=np.int64)
-    wins[iu, ju] = counts[:, 1]
-    wins[ju, iu] = counts[:, 2]
+    k = rng.binomial(images, p.diagonal())
+    x1 = rng.binomial(np.broadcast_to(k, (n, n)), p)  # [a][s]: a right where s is right
+    x2 = rng.binomial(np.broadcast_to(images - k, (n, n)), p)  # [a][s]: a right where s is wrong
+    x1[np.diag_indices(n)], x2[np.diag_indices(n)] = k, 0
+    M = (x1 + x2) / images
+    wins = (x2 + (k[None, :] - x1).T).astype(np.int64)
     return Suite(latent=latent, refs=list(range(references)), M=M, wins=wins, images=images)
 
 
 def synthetic_suite(uploads: int, references: int = 10, *, images: int = 2000, alpha: float = 1.5,
-                    pair_noise: float = 0.3, attack_noise: float = 0.3, seed: int = 0) -> Suite:
+                    pair_noise: float = 0.3, attack_noise: float = 0.3, whitebox_gap: float = 1.0,
+                    seed: int = 0) -> Suite:
     """References first (indices 0..R-1, evenly spaced latent quantiles), then uploads."""
     latent, p = true_accuracies(uploads, references, alpha=alpha, pair_noise=pair_noise,
-                                attack_noise=attack_noise, seed=seed)
+                                attack_noise=attack_noise, whitebox_gap=whitebox_gap, seed=seed)
     return observe(latent, p, references, images=images, seed=seed + 10_000)
 
 
-def levels(M: np.ndarray, refs: list[int]) -> np.ndarray:
-    """The product's level of every network (references leave themselves out)."""
-    order = ladder_engine.ladder_order(M, among=refs)
-    ref_set = set(refs)
-    return np.array([
-        ladder_engine.level_of(M[i, :], M[:, i], order, skip=i if i in ref_set else None).level
-        for i in range(M.shape[0])
-    ])
+def levels(wins: np.ndarray, refs: list[int], M: np.ndarray | None = None) -> np.ndarray:
+    """The product's level of every network: the engine's ladder and level rule (the
+    ladder's ties broken by mean transfer accuracy M, as without robust accuracy)."""
+    order = ladder_engine.ladder_order(wins, among=refs, M=M)
+    return np.array([r.level for r in ladder_engine.level_results(wins, order)])
 
 
-def reference_margin(M: np.ndarray, refs: list[int]) -> np.ndarray:
-    """Mean of M[x][r] - M[r][x] over the references (known for every network at arrival)."""
+def scores(wins: np.ndarray, refs: list[int]) -> np.ndarray:
+    """The product's scores: references fitted among themselves, the rest placed."""
+    return ladder_engine.robustness_scores(wins, refs)
+
+
+def reference_margin(wins: np.ndarray, refs: list[int]) -> np.ndarray:
+    """Mean revised margin wins[x][r] - wins[r][x] over the references (known at arrival)."""
     idx = np.asarray(refs)
-    return (M[:, idx] - M[idx, :].T).mean(axis=1)
+    return (wins[:, idx] - wins[idx, :].T).mean(axis=1)
 
 
 def sparse_pairs(suite: Suite, k: int, m: int, *, seed: int = 0) -> np.ndarray:
@@ -117,8 +127,8 @@ def sparse_pairs(suite: Suite, k: int, m: int, *, seed: int = 0) -> np.ndarray:
     mask = np.zeros((n, n), dtype=bool)
     mask[np.ix_(refs, range(n))] = True
     mask[np.ix_(range(n), refs)] = True
-    lv = levels(suite.M, refs)  # only reads reference rows/columns: known at arrival
-    margin = reference_margin(suite.M, refs)
+    lv = levels(suite.wins, refs, suite.M)  # only reads reference pairs: known at arrival
+    margin = reference_margin(suite.wins, refs)
     uploads = [i for i in range(n) if i not in set(refs)]
     arrived: list[int] = []
     for x in rng.permutation(uploads):
@@ -134,10 +144,11 @@ def sparse_pairs(suite: Suite, k: int, m: int, *, seed: int = 0) -> np.ndarray:
     return mask
 
 
-def bt_scores(wins: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """The engine's Bradley-Terry on the evaluated pairs only."""
-    w = wins if mask is None else np.where(mask, wins, 0)
-    return ladder_engine.bradley_terry(w)
+def evaluated(suite: Suite, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(wins, M) as the rule sees them: pairs outside `mask` carry no evidence."""
+    n = suite.M.shape[0]
+    seen = mask | np.eye(n, dtype=bool)
+    return np.where(seen, suite.wins, 0), np.where(seen, suite.M, np.nan)
 
 
 def kendall_flips(a: np.ndarray, b: np.ndarray, groups: np.ndarray) -> tuple[int, int]:
@@ -171,15 +182,15 @@ def compare(suite: Suite, mask: np.ndarray, full_scores: np.ndarray | None = Non
     matrix, images drawn again: the measurement noise floor); mask is then ignored.
     """
     n = suite.M.shape[0]
-    lv_full = levels(suite.M, suite.refs)
-    full = bt_scores(suite.wins) if full_scores is None else full_scores
+    lv_full = levels(suite.wins, suite.refs, suite.M)
+    full = scores(suite.wins, suite.refs) if full_scores is None else full_scores
     if other is None:
-        M_sparse = np.where(mask | np.eye(n, dtype=bool), suite.M, np.nan)
-        lv_rule = levels(M_sparse, suite.refs)
-        rule = bt_scores(suite.wins, mask)
+        wins_rule, M_rule = evaluated(suite, mask)
+        lv_rule = levels(wins_rule, suite.refs, M_rule)
+        rule = scores(wins_rule, suite.refs)
     else:
-        lv_rule = levels(other.M, other.refs)
-        rule = bt_scores(other.wins)
+        lv_rule = levels(other.wins, other.refs, other.M)
+        rule = scores(other.wins, other.refs)
         mask = ~np.eye(n, dtype=bool)
     sd = float(full.std()) or 1.0
     diff = np.abs(rule - full) / sd
@@ -205,20 +216,22 @@ def compare(suite: Suite, mask: np.ndarray, full_scores: np.ndarray | None = Non
     }
 
 
-def rank_cost(n: int, images: int = 2000, seed: int = 0) -> dict:
+def rank_cost(n: int, images: int = 2000, references: int = 10, seed: int = 0) -> dict:
     """Seconds of the ranking's numeric part at n networks, full matrix: the engine's
-    pairwise_wins over per-image correctness of every ordered pair (what matrix_gather
-    hands it) and bradley_terry on the result; and the bytes of predictions it reads."""
+    pairwise_wins over per-image correctness of every ordered pair, diagonal included
+    (what matrix_gather hands it), then ladder, levels and scores; and the bytes of
+    predictions it reads."""
     rng = np.random.default_rng(seed)
-    correct = {(a, b): rng.random(images) < 0.5 for a in range(n) for b in range(n) if a != b}
+    correct = {(a, b): rng.random(images) < 0.5 for a in range(n) for b in range(n)}
+    refs = list(range(min(references, n)))
     t = time.perf_counter()
     wins = ladder_engine.pairwise_wins(correct, n)
     t_wins = time.perf_counter() - t
     t = time.perf_counter()
-    ladder_engine.bradley_terry(wins)
-    t_bt = time.perf_counter() - t
-    return {"n": n, "pairwise_wins_s": t_wins, "bradley_terry_s": t_bt,
-            "prediction_bytes": n * (n - 1) * images}
+    levels(wins, refs)
+    scores(wins, refs)
+    t_rank = time.perf_counter() - t
+    return {"n": n, "pairwise_wins_s": t_wins, "levels_scores_s": t_rank, "prediction_bytes": n * n * images}
 
 
 def main() -> None:
@@ -242,14 +255,15 @@ def main() -> None:
         suite = observe(latent, p, args.references, seed=seed + 10_000)
         again = observe(latent, p, args.references, seed=seed + 20_000)
         t = time.perf_counter()
-        full = bt_scores(suite.wins)
+        full = scores(suite.wins, suite.refs)
         fit_s.append(time.perf_counter() - t)
         results[NOISE].append(compare(suite, None, full, other=again))
         for k, m in rules:
             results[(k, m)].append(compare(suite, sparse_pairs(suite, k, m, seed=seed), full))
     n = args.uploads + args.references
     print(f"{n} networks ({args.references} references), 2,000 images per set, pair noise "
-          f"{args.pair_noise}, {args.seeds} seeds; full BT fit {c.median(fit_s):.2f} s (median)\n")
+          f"{args.pair_noise}, {args.seeds} seeds; scores (reference BT + placement) "
+          f"{c.median(fit_s):.2f} s (median)\n")
 
     def avg(key: str, r: tuple[int, int]) -> float:
         return float(np.mean([x[key] for x in results[r]]))
@@ -269,12 +283,13 @@ def main() -> None:
     print(f"\nfull matrix: {2 + 2 * (n - 1)} evaluations per upload at N={n}")
     if args.rank_cost:
         costs = [rank_cost(int(x)) for x in args.rank_cost.split(",")]
-        print("\nranking cost on the full matrix (engine pairwise_wins + bradley_terry, 2,000 images):")
-        print(c.table([(r["n"], r["pairwise_wins_s"], r["bradley_terry_s"], f"{r['prediction_bytes'] / 2**20:.0f}")
-                       for r in costs], ["N", "pairwise_wins s", "bradley_terry s", "predictions read MB"]))
+        print("\nranking cost on the full matrix (engine pairwise_wins, then ladder + levels + scores, 2,000 images):")
+        print(c.table([(r["n"], r["pairwise_wins_s"], r["levels_scores_s"], f"{r['prediction_bytes'] / 2**20:.0f}")
+                       for r in costs], ["N", "pairwise_wins s", "levels + scores s", "predictions read MB"]))
         if len(costs) > 1:
             a, b = costs[-2], costs[-1]
-            growth = np.log((b["pairwise_wins_s"] + b["bradley_terry_s"]) / (a["pairwise_wins_s"] + a["bradley_terry_s"]))
+            total = {x["n"]: x["pairwise_wins_s"] + x["levels_scores_s"] for x in (a, b)}
+            growth = np.log(total[b["n"]] / total[a["n"]])
             print(f"growth exponent between N={a['n']} and N={b['n']}: {growth / np.log(b['n'] / a['n']):.2f}")
 
 

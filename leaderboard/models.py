@@ -42,6 +42,9 @@ class Benchmark(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     # Reference network ids, least to most robust (R1 ... RK).
     ladder = models.JSONField(default=list)
+    # {reference network id: robustness score}, fitted among the references only and kept
+    # until the set of references changes, so uploads never move them (engine.ladder).
+    reference_scores = models.JSONField(default=dict, blank=True)
     ranked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -1,7 +1,8 @@
-"""Ranking over plain data: pairwise rule, ladder order, levels, Bradley-Terry score.
+"""Ranking over plain data: the revised pairwise rule (and the charter's, shown only),
+ladder order, one level scale for references and uploads, fixed reference scores.
 
-Hand-built cross-attack matrices with answers worked out by hand, plus independent
-re-computations (SciPy's McNemar/binomtest and a SciPy optimiser for Bradley-Terry).
+Hand-built per-image outcomes with answers worked out by hand, plus independent
+re-computations (SciPy's binomtest and optimiser, a brute-force likelihood grid).
 """
 
 from __future__ import annotations
@@ -15,275 +16,268 @@ from scipy.optimize import minimize
 from scipy.stats import binomtest
 
 from evaluator.engine.ladder import (
-    LevelResult,
-    bradley_terry,
-    ladder_order,
-    level,
-    level_of,
-    pairwise,
-    pairwise_wins,
-    reference_level_results,
-    reference_levels,
+    LevelResult, accuracy_matrix, beats, bradley_terry, charter_pairwise, compare, ladder_order, level,
+    level_of, level_results, paired_outcomes, pairwise, pairwise_wins, place_score, reference_scores,
     robustness_scores,
 )
 
-# M[a][b] = accuracy of a on adv(b).
-# Transitive 3x3: 2 beats 0 and 1, 0 beats 1 -> ladder [1, 0, 2].
-TRANSITIVE_3 = np.array(
-    [
-        [0.10, 0.50, 0.30],
-        [0.20, 0.05, 0.25],
-        [0.60, 0.70, 0.40],
-    ]
-)
 
-# Cycle 0 > 1 > 2 > 0: one win each; means over the others' sets
-# 0: (0.60 + 0.30) / 2 = 0.45, 1: (0.40 + 0.65) / 2 = 0.525, 2: (0.70 + 0.50) / 2 = 0.60.
-CYCLE_3 = np.array(
-    [
-        [0.00, 0.60, 0.30],
-        [0.40, 0.00, 0.65],
-        [0.70, 0.50, 0.00],
-    ]
-)
-
-# 4x4: 3 beats everyone; 0 > 1 > 2 > 0 is a cycle below it (one win each), so the
-# means break the tie: 0: (0.55+0.10+0.05)/3 = 0.2333, 1: (0.50+0.45+0.05)/3 = 0.3333,
-# 2: (0.20+0.30+0.05)/3 = 0.1833 -> ladder [2, 0, 1, 3].
-TIED_4 = np.array(
-    [
-        [0.90, 0.55, 0.10, 0.05],
-        [0.50, 0.90, 0.45, 0.05],
-        [0.20, 0.30, 0.90, 0.05],
-        [0.80, 0.80, 0.80, 0.90],
-    ]
-)
+def from_counts(K: np.ndarray, images: int) -> dict[tuple[int, int], np.ndarray]:
+    """Per-image correctness where network a is right on the first K[a][b] images of
+    adv(b) (diagonal: white-box). Nested prefixes make every count easy by hand:
+    a right and b wrong on adv(s) = max(0, K[a][s] - K[b][s])."""
+    n = K.shape[0]
+    return {(a, b): np.arange(images) < K[a, b] for a in range(n) for b in range(n)}
 
 
-def permuted(M: np.ndarray, perm: list[int]) -> np.ndarray:
-    """Relabel networks: network i of the result is network perm[i] of M."""
-    return M[np.ix_(perm, perm)]
+def random_correctness(n: int, m: int, seed: int) -> np.ndarray:
+    """(n, n, m): network i right on adv(j) at a rate rising with i (later: more robust)."""
+    rng = np.random.default_rng(seed)
+    return rng.random((n, n, m)) < np.linspace(0.1, 0.8, n)[:, None, None]
 
 
-# --- pairwise rule ---------------------------------------------------------------------
+def with_copy(correct: np.ndarray, k: int) -> np.ndarray:
+    """Append an exact copy of network k: identical predictions everywhere, and its
+    adversarial set is k's (a white-box attack on the same function)."""
+    n = correct.shape[0]
+    src = list(range(n)) + [k]  # the copy (index n) behaves as k, on its set and as attacker
+    return correct[np.ix_(src, src)]
+
+
+# --- the two pairwise rules ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "a_wins", "b_wins"),
-    [(0, 1, True, False), (1, 0, False, True), (0, 2, False, True), (2, 1, True, False)],
+    ("a_only", "b_only", "significant"), [(3, 1, False), (20, 5, True), (5, 20, True), (12, 12, False), (0, 0, False)]
 )
-def test_pairwise_reads_both_cells(a: int, b: int, a_wins: bool, b_wins: bool) -> None:
-    result = pairwise(TRANSITIVE_3, a, b)
-    assert (result.a, result.b) == (a, b)
-    assert result.acc_a == TRANSITIVE_3[a, b] and result.acc_b == TRANSITIVE_3[b, a]
-    assert result.difference == pytest.approx(TRANSITIVE_3[a, b] - TRANSITIVE_3[b, a])
-    assert (result.a_wins, result.b_wins) == (a_wins, b_wins)
-    assert math.isnan(result.p_value) and not result.significant
-    assert result.as_dict()["p_value"] is None
+def test_compare_counts_and_exact_mcnemar(a_only: int, b_only: int, significant: bool) -> None:
+    a_ok = np.array([True] * a_only + [False] * b_only + [True] * 30 + [False] * 20)
+    b_ok = np.array([False] * a_only + [True] * b_only + [True] * 30 + [False] * 20)
+    c = compare(a_ok, b_ok, a=4, b=7)
+    assert (c.a, c.b, c.images) == (4, 7, a_only + b_only + 50)
+    assert (c.a_correct, c.b_correct, c.a_only, c.b_only) == (a_only + 30, b_only + 30, a_only, b_only)
+    expected_p = binomtest(min(a_only, b_only), a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    assert c.p_value == pytest.approx(expected_p, rel=1e-9)
+    assert c.significant is significant
+    assert (c.a_wins, c.b_wins, c.tie) == (a_only > b_only, b_only > a_only, a_only == b_only)
+    assert c.difference == pytest.approx((a_only - b_only) / c.images)
+    assert c.as_dict()["acc_a"] == c.acc_a
 
 
-def test_pairwise_equal_accuracies_is_a_tie() -> None:
-    M = np.array([[0.9, 0.4], [0.4, 0.9]])
-    result = pairwise(M, 0, 1)
-    assert not result.a_wins and not result.b_wins and result.difference == 0.0
-
-
-def _paired(b: int, c: int, both_right: int = 30, both_wrong: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """(A right on adv(B), B right on adv(A)) with b / c discordant images."""
-    a_ok = np.array([True] * b + [False] * c + [True] * both_right + [False] * both_wrong)
-    b_ok = np.array([False] * b + [True] * c + [True] * both_right + [False] * both_wrong)
-    return a_ok, b_ok
-
-
+# Four cells (correct counts of 10 images): a on adv(a), a on adv(b), b on adv(a), b on adv(b).
 @pytest.mark.parametrize(
-    ("b", "c", "significant"), [(3, 1, False), (20, 5, True), (5, 20, True), (12, 12, False)]
+    ("aa", "ab", "ba", "bb", "revised", "charter"),
+    [
+        (5, 6, 4, 3, "a", "a"),  # 11 vs 7; charter 6 vs 4
+        (1, 9, 2, 8, "tie", "a"),  # 10 vs 10: a tie, though the charter sees 9 vs 2
+        (0, 9, 0, 8, "a", "a"),  # 9 vs 8
+        (2, 7, 3, 6, "tie", "a"),  # 9 vs 9 is a tie; charter 7 vs 3
+        (6, 2, 2, 6, "tie", "tie"),
+        (9, 1, 0, 3, "a", "a"),
+        (1, 3, 0, 5, "b", "a"),  # 4 vs 5: the charter's winner loses
+    ],
 )
-@pytest.mark.parametrize("layout", ["array", "nested", "mapping"])
-def test_pairwise_mcnemar_on_paired_images(b: int, c: int, significant: bool, layout: str) -> None:
-    a_ok, b_ok = _paired(b, c)
-    m = a_ok.size
-    cube = np.ones((2, 2, m), dtype=bool)
-    cube[0, 1], cube[1, 0] = a_ok, b_ok
-    M = cube.mean(axis=2)
-    correct = {
-        "array": cube,
-        "nested": [[cube[0, 0], a_ok], [b_ok, cube[1, 1]]],
-        "mapping": {(0, 1): a_ok, (1, 0): b_ok},
-    }[layout]
-    result = pairwise(M, 0, 1, correct)
-    assert result.p_value == pytest.approx(binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9)
-    assert result.significant is significant
-    assert result.difference == pytest.approx((b - c) / m)
-    assert result.a_wins == (b > c)
-    # The same comparison seen from the other side: same test, mirrored outcome.
-    other = pairwise(M, 1, 0, correct)
-    assert other.p_value == result.p_value and other.b_wins == result.a_wins
+def test_revised_rule_reads_all_four_cells(aa, ab, ba, bb, revised, charter) -> None:
+    K = np.array([[aa, ab], [ba, bb]])
+    correct = from_counts(K, 10)
+    r = pairwise(correct, 0, 1)
+    assert (r.images, r.a_correct, r.b_correct) == (20, aa + ab, ba + bb)
+    assert {"a": (True, False), "b": (False, True), "tie": (False, False)}[revised] == (r.a_wins, r.b_wins)
+    c = charter_pairwise(correct, 0, 1)
+    assert (c.images, c.a_correct, c.b_correct) == (10, ab, ba)
+    assert {"a": (True, False), "b": (False, True), "tie": (False, False)}[charter] == (c.a_wins, c.b_wins)
+    mirrored = pairwise(correct, 1, 0)
+    assert (mirrored.a_wins, mirrored.b_wins, mirrored.p_value) == (r.b_wins, r.a_wins, r.p_value)
 
 
-def test_pairwise_missing_correctness_for_pair_raises() -> None:
+def test_paired_outcomes_are_adv_a_then_adv_b_in_every_layout() -> None:
+    cube = random_correctness(3, 40, 1)
+    x, y = paired_outcomes(cube, 0, 2)
+    np.testing.assert_array_equal(x, np.concatenate([cube[0, 0], cube[0, 2]]))
+    np.testing.assert_array_equal(y, np.concatenate([cube[2, 0], cube[2, 2]]))
+    nested = [[cube[a, b] for b in range(3)] for a in range(3)]
+    mapping = {(a, b): cube[a, b] for a in range(3) for b in range(3)}
+    for layout in (nested, mapping):
+        assert pairwise(layout, 0, 2) == pairwise(cube, 0, 2)
+        assert charter_pairwise(layout, 0, 2) == charter_pairwise(cube, 0, 2)
+    for missing in [(0, 0), (2, 2), (0, 2), (2, 0)]:  # the revised rule needs all four cells
+        with pytest.raises(ValueError):
+            pairwise({k: v for k, v in mapping.items() if k != missing}, 0, 2)
     with pytest.raises(ValueError):
-        pairwise(TRANSITIVE_3, 0, 1, {(0, 1): np.ones(3, bool)})
+        pairwise(cube, 1, 1)
 
 
-@pytest.mark.parametrize(("M", "a", "b"), [(TRANSITIVE_3, 1, 1), (np.zeros((2, 3)), 0, 1)])
-def test_pairwise_rejects_self_and_non_square(M: np.ndarray, a: int, b: int) -> None:
-    with pytest.raises(ValueError):
-        pairwise(M, a, b)
+def undefended_world(n: int = 100) -> tuple[dict[tuple[int, int], np.ndarray], list[int], int]:
+    """References 0, 1, 2 (white-box 35 / 40 / 50%, their attacks transfer poorly) and
+    U = 3: an undefended CNN with 2% white-box accuracy whose attack fools every
+    reference on every image, while it keeps 30% on their attacks."""
+    K = np.array([
+        [35, 35, 35, 0],
+        [45, 40, 45, 0],
+        [60, 60, 50, 0],
+        [30, 30, 30, 2],
+    ]) * n // 100
+    return from_counts(K, n), [0, 1, 2], 3
+
+
+def test_undefended_cnn_wins_under_the_charter_and_loses_under_the_revised_rule() -> None:
+    correct, refs, u = undefended_world()
+    wins = pairwise_wins(correct)
+    ladder = ladder_order(wins, among=refs)
+    assert ladder == [0, 1, 2]
+    # Charter: U on adv(R) = 30% > R on adv(U) = 0% against every reference: level 3.
+    charter = [charter_pairwise(correct, u, r) for r in ladder]
+    assert all(c.a_wins and c.significant for c in charter)
+    assert level([c.a_wins for c in charter]) == 3
+    # Revised: on adv(U) + adv(R) U is right on 2 + 30 = 32 of 200 images, R on 0 + 35..50.
+    strongest = pairwise(correct, u, 2)
+    assert (strongest.a_correct, strongest.b_correct) == (32, 50)
+    assert strongest.b_wins and strongest.significant
+    result = level_of(wins, u, ladder)
+    assert result == LevelResult(level=0, wins=[False, False, False], deciding=0, deciding_reference=0)
+
+
+# --- revised win counts and the matrix they replace ------------------------------------
+
+
+def test_pairwise_wins_match_paired_outcomes_and_mcnemar() -> None:
+    cube = random_correctness(4, 60, 3)
+    wins = pairwise_wins(cube)
+    assert (wins.diagonal() == 0).all()
+    for a, b in itertools.permutations(range(4), 2):
+        x, y = paired_outcomes(cube, a, b)
+        assert wins[a, b] == np.count_nonzero(x & ~y)
+        r = pairwise(cube, a, b)
+        assert wins[a, b] - wins[b, a] == r.a_correct - r.b_correct
+        assert r.p_value == pytest.approx(binomtest(int(min(wins[a, b], wins[b, a])),
+                                                    int(wins[a, b] + wins[b, a])).pvalue, rel=1e-9)
+        assert beats(wins, a, b) == r.a_wins
+    np.testing.assert_allclose(accuracy_matrix(cube), cube.mean(axis=2))  # white-box diagonal included
+    assert np.isnan(accuracy_matrix({(0, 0): np.ones(3, bool)}, 2)[0, 1])
+
+
+def test_pairwise_wins_without_a_cell_carry_no_evidence() -> None:
+    cube = random_correctness(3, 50, 4)
+    full = {(a, b): cube[a, b] for a in range(3) for b in range(3)}
+    np.testing.assert_array_equal(pairwise_wins(full), pairwise_wins(cube))
+    no_pair = {k: v for k, v in full.items() if set(k) != {0, 2}}
+    no_diag = {k: v for k, v in full.items() if k != (2, 2)}
+    for partial, zero in ((no_pair, [(0, 2)]), (no_diag, [(0, 2), (1, 2)])):
+        wins = pairwise_wins(partial, 3)
+        for a, b in zero:
+            assert wins[a, b] == wins[b, a] == 0
+        assert wins[0, 1] == pairwise_wins(cube)[0, 1]
 
 
 # --- ladder order ----------------------------------------------------------------------
 
+# W[a][b] (revised wins). Transitive: 2 beats 0 and 1, 0 beats 1 -> [1, 0, 2].
+TRANSITIVE_3 = np.array([[0, 30, 10], [20, 0, 5], [40, 50, 0]])
+# Cycle 0 > 1 > 2 > 0: one win each.
+CYCLE_3 = np.array([[0, 30, 10], [20, 0, 30], [40, 20, 0]])
+
 
 @pytest.mark.parametrize(
-    ("M", "expected"),
+    ("wins", "robust", "expected"),
     [
-        (TRANSITIVE_3, [1, 0, 2]),
-        (CYCLE_3, [0, 1, 2]),  # one win each: ordered by mean 0.45 < 0.525 < 0.60
-        (TIED_4, [2, 0, 1, 3]),
-        (np.full((3, 3), 0.5), [0, 1, 2]),  # complete tie: by index
-        (np.array([[0.3]]), [0]),
-        (np.zeros((0, 0)), []),
+        (TRANSITIVE_3, None, [1, 0, 2]),
+        (TRANSITIVE_3, [0.9, 0.9, 0.0], [1, 0, 2]),  # robust accuracy only breaks ties
+        (CYCLE_3, [0.3, 0.1, 0.2], [1, 2, 0]),
+        (CYCLE_3, None, [0, 1, 2]),  # no tie-break given: by index
+        (np.zeros((3, 3), int), [0.2, 0.2, 0.1], [2, 0, 1]),
+        (np.zeros((1, 1), int), None, [0]),
+        (np.zeros((0, 0), int), None, []),
     ],
-    ids=["transitive", "cycle", "tied-wins", "all-equal", "single", "empty"],
 )
-def test_ladder_order_hand_built(M: np.ndarray, expected: list[int]) -> None:
-    assert ladder_order(M) == expected
+def test_ladder_order_by_wins_then_robust_accuracy(wins, robust, expected) -> None:
+    assert ladder_order(wins, robust=robust) == expected
 
 
-@pytest.mark.parametrize("M", [TRANSITIVE_3, CYCLE_3, TIED_4], ids=["transitive", "cycle", "tied-wins"])
-def test_ladder_order_follows_relabelling(M: np.ndarray) -> None:
-    base = ladder_order(M)
-    for perm in itertools.permutations(range(M.shape[0])):
-        order = ladder_order(permuted(M, list(perm)))
-        assert [perm[i] for i in order] == base
+def test_ladder_order_falls_back_to_mean_transfer_accuracy() -> None:
+    # Cycle: the mean of M[a][b] over the other references (diagonal ignored) decides.
+    M = np.array([[0.99, 0.60, 0.30], [0.40, 0.0, 0.65], [0.70, 0.50, 0.0]])
+    assert ladder_order(CYCLE_3, M=M) == [0, 1, 2]  # 0.45 < 0.525 < 0.60
+    assert ladder_order(CYCLE_3, M=M, robust=[0.5, 0.4, 0.3]) == [2, 1, 0]  # robust wins over M
 
 
-def test_ladder_order_ignores_the_diagonal() -> None:
-    M = TIED_4.copy()
-    np.fill_diagonal(M, [0.0, 1.0, 0.3, 0.0])  # white-box accuracy is not a comparison
-    assert ladder_order(M) == [2, 0, 1, 3]
-
-
-def test_ladder_order_equal_wins_equal_mean_falls_back_to_index() -> None:
-    # 0 and 1 each beat 2 and tie each other with the same mean.
-    M = np.array([[0.0, 0.5, 0.6], [0.5, 0.0, 0.6], [0.2, 0.2, 0.0]])
-    assert ladder_order(M) == [2, 0, 1]
-
-
-def test_ladder_order_among_a_subset_of_a_larger_matrix() -> None:
-    # Networks 1, 3, 4 are references inside a matrix that also holds uploads 0 and 2;
-    # the uploads' rows and columns must not affect the ladder.
-    big = np.full((5, 5), 0.99)
+def test_ladder_order_among_a_subset_and_relabelling() -> None:
+    big = np.full((5, 5), 99)
     refs = [1, 3, 4]
     big[np.ix_(refs, refs)] = TRANSITIVE_3
     assert ladder_order(big, among=refs) == [3, 1, 4]
+    for perm in itertools.permutations(range(3)):
+        order = ladder_order(TRANSITIVE_3[np.ix_(perm, perm)], robust=None)
+        assert [perm[i] for i in order] == [1, 0, 2]
+    for bad in ({"among": [0, 0]}, {"robust": [0.1, math.nan, 0.2]}):
+        with pytest.raises(ValueError):
+            ladder_order(TRANSITIVE_3, **bad)
 
 
-def test_ladder_order_rejects_incomplete_matrix() -> None:
-    M = TRANSITIVE_3.copy()
-    M[0, 1] = np.nan
-    with pytest.raises(ValueError):
-        ladder_order(M)
-
-
-# --- level -----------------------------------------------------------------------------
+# --- levels: one scale for references and uploads --------------------------------------
 
 
 @pytest.mark.parametrize(
     ("wins", "expected"),
-    [
-        ([], 0),
-        ([False], 0),
-        ([False, True, True], 0),  # losing to R1 is level 0 whatever comes after
-        ([True], 1),
-        ([True, False, True, True], 1),  # stops at the first loss
-        ([True, True, False], 2),
-        ([True, True, True, True], 4),  # beats all K
-    ],
+    [([], 0), ([False], 0), ([False, True, True], 0), ([True], 1), ([True, False, True, True], 1),
+     ([True, True, False], 2), ([True, True, True, True], 4)],
 )
-def test_level(wins: list[bool], expected: int) -> None:
+def test_level_stops_at_the_first_non_win(wins: list[bool], expected: int) -> None:
     assert level(wins) == expected
 
 
-# Ladder of TRANSITIVE_3 is [1, 0, 2]. An upload X given by its row (X on adv(r)) and
-# column (r on adv(X)), indexed by reference index.
-@pytest.mark.parametrize(
-    ("x_row", "x_col", "wins", "lvl", "deciding"),
-    [
-        ([0.5, 0.1, 0.5], [0.4, 0.2, 0.4], [False, True, True], 0, 0),  # loses to R1 = ref 1
-        ([0.5, 0.3, 0.3], [0.4, 0.2, 0.4], [True, True, False], 2, 2),
-        ([0.3, 0.3, 0.5], [0.4, 0.2, 0.4], [True, False, True], 1, 1),  # later win ignored
-        ([0.9, 0.9, 0.9], [0.1, 0.1, 0.1], [True, True, True], 3, 2),  # beat all: last win
-        ([0.4, 0.4, 0.4], [0.4, 0.4, 0.4], [False, False, False], 0, 0),  # ties are losses
-        ([0.5, np.nan, 0.5], [0.4, 0.2, 0.4], [False, True, True], 0, 0),  # not evaluated
-    ],
-)
-def test_level_of_upload(x_row, x_col, wins, lvl, deciding) -> None:
-    result = level_of(np.array(x_row), np.array(x_col), [1, 0, 2])
-    assert result == LevelResult(lvl, wins, deciding, deciding_reference=[1, 0, 2][deciding])
-
-
-def test_level_of_empty_ladder() -> None:
-    assert level_of(np.zeros(0), np.zeros(0), []) == LevelResult(0, [], None, None)
-
-
-def test_level_of_accepts_row_and_column_of_the_full_matrix() -> None:
-    # X is network 3 appended to TRANSITIVE_3: it beats refs 1 and 0, loses to 2.
-    M = np.zeros((4, 4))
-    M[:3, :3] = TRANSITIVE_3
-    M[3, :3] = [0.6, 0.6, 0.2]
-    M[:3, 3] = [0.5, 0.1, 0.9]
-    ladder = ladder_order(M, among=[0, 1, 2])
-    result = level_of(M[3, :], M[:, 3], ladder)
-    assert (result.level, result.deciding, result.deciding_reference) == (2, 2, 2)
+# 10 images per set. References 0 < 1 < 2 (worked in the comments), X = 3 given by its
+# white-box count, its counts on adv(R1..R3) and the references' counts on adv(X).
+REFS_K = np.array([[2, 3, 2], [5, 4, 3], [7, 6, 6]])
 
 
 @pytest.mark.parametrize(
-    ("M", "expected"),
+    ("x_white", "x_row", "x_col", "wins", "lvl", "deciding"),
     [
-        # A transitive ladder puts R_k at level k (its own rung counts as beaten).
-        (TRANSITIVE_3, [1, 2, 3]),
-        (TIED_4, [2, 0, 1, 4]),  # worked below
-        (CYCLE_3, [2, 0, 1]),  # 0: self, beats 1, loses to 2; 1: loses to 0; 2: beats 0, loses to 1
+        # X vs R1: 3+6=9 vs 4+2=6 win; vs R2: 3+5=8 vs 4+4=8 tie (charter: 5 > 4 a win); stops.
+        (3, [6, 5, 1], [4, 4, 8], [True, False, False], 1, 1),
+        (0, [1, 9, 9], [4, 0, 0], [False, True, True], 0, 0),  # 0+1 vs 4+2: loses to R1
+        (8, [9, 9, 9], [0, 0, 0], [True, True, True], 3, 2),  # beats all: deciding is the top
+        (5, [5, 2, 9], [0, 5, 0], [True, False, True], 1, 1),  # 7 vs 9 to R2; later win ignored
+        (2, [3, 4, 2], [3, 4, 2], [False, False, False], 0, 0),  # R1's own numbers: 5 vs 5 tie
     ],
-    ids=["transitive", "tied-wins", "cycle"],
 )
-def test_reference_levels_leave_self_out(M: np.ndarray, expected: list[int]) -> None:
-    ladder = ladder_order(M)
-    assert reference_levels(M, ladder) == expected
+def test_level_of_hand_built_outcomes(x_white, x_row, x_col, wins, lvl, deciding) -> None:
+    K = np.zeros((4, 4), dtype=int)
+    K[:3, :3], K[3, :3], K[:3, 3], K[3, 3] = REFS_K, x_row, x_col, x_white
+    W = pairwise_wins(from_counts(K, 10))
+    ladder = ladder_order(W, among=[0, 1, 2])
+    assert ladder == [0, 1, 2]  # R1 4 vs 9 to R2, R1 4 vs 13 to R3, R2 7 vs 12 to R3
+    assert level_of(W, 3, ladder) == LevelResult(lvl, wins, deciding, deciding_reference=deciding)
+    # References on the same scale: own rung stops the climb, so R_k reaches k - 1.
+    assert [r.level for r in level_results(W, ladder)[:3]] == [0, 1, 2]
+    assert [r.deciding for r in level_results(W, ladder)[:3]] == [0, 1, 2]
 
 
-def test_reference_levels_worked_tied_4() -> None:
-    # Ladder [2, 0, 1, 3]; below 3 the cycle is 2 > 0 (0.20 > 0.10), 0 > 1 (0.55 > 0.50),
-    # 1 > 2 (0.45 > 0.30). R1 = ref 2: own rung, beats 0, loses to 1 -> level 2 (rungs
-    # counted on the original ladder). Ref 0 loses to R1 -> 0, even though it beats 1.
-    results = reference_level_results(TIED_4, [2, 0, 1, 3])
-    assert [r.wins for r in results] == [
-        [True, True, False, False],  # ref 2: self, beats 0, loses to 1, loses to 3
-        [False, True, True, False],  # ref 0: loses to 2
-        [True, False, True, False],  # ref 1: beats 2, loses to 0
-        [True, True, True, True],  # ref 3: beats everyone
-    ]
-    assert [r.level for r in results] == [2, 0, 1, 4]
-    assert [r.deciding for r in results] == [2, 0, 1, 2]  # ref 3's own rung is never deciding
+def test_first_reference_gets_level_zero_when_it_beats_nobody() -> None:
+    W = pairwise_wins(from_counts(np.array([[1, 1, 1], [5, 5, 5], [9, 9, 9]]), 10))
+    results = level_results(W, [0, 1, 2])
+    assert results[0] == LevelResult(level=0, wins=[False, False, False], deciding=0, deciding_reference=0)
+    assert [r.level for r in results] == [0, 1, 2]
+    assert level_of(np.zeros((1, 1), int), 0, [0]) == LevelResult(0, [False], 0, 0)  # lone reference
+    assert level_of(W, 0, []) == LevelResult(0, [], None, None)
+    W = TRANSITIVE_3 + np.diag([5, 5, 5])  # a stray diagonal never makes a network beat itself
+    assert not beats(W, 2, 2) and [r.level for r in level_results(W, [1, 0, 2])] == [1, 0, 2]
 
 
-def test_reference_level_never_decided_by_own_rung() -> None:
-    # Two references, the stronger one beats the other: its own rung (top) is skipped,
-    # so the deciding comparison is the win against R1.
-    M = np.array([[0.5, 0.2], [0.8, 0.5]])
-    top = reference_level_results(M, [0, 1])[1]
-    assert top == LevelResult(level=2, wins=[True, True], deciding=0, deciding_reference=0)
-    assert reference_level_results(np.ones((1, 1)), [0])[0] == LevelResult(1, [True], None, None)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_exact_copy_of_a_reference_gets_its_level(seed: int, k: int) -> None:
+    cube = random_correctness(4, 200, seed)
+    W = pairwise_wins(with_copy(cube, k))
+    ladder = ladder_order(W, among=[0, 1, 2, 3])
+    results = level_results(W, ladder)
+    assert W[4, k] == W[k, 4] == 0  # identical predictions: a tie
+    assert results[4].level == results[k].level
+    assert results[k].level <= ladder.index(k)  # at most position - 1 (1-based)
+    assert results[4].wins == results[k].wins
 
 
-def test_reference_levels_ignore_white_box_diagonal() -> None:
-    M = TRANSITIVE_3.copy()
-    np.fill_diagonal(M, 1.0)
-    assert reference_levels(M, [1, 0, 2]) == reference_levels(TRANSITIVE_3, [1, 0, 2])
-
-
-# --- Bradley-Terry robustness score ----------------------------------------------------
+# --- Bradley-Terry (unchanged fit) -----------------------------------------------------
 
 
 def simulate_wins(strengths: np.ndarray, games: int, seed: int) -> np.ndarray:
@@ -291,8 +285,7 @@ def simulate_wins(strengths: np.ndarray, games: int, seed: int) -> np.ndarray:
     n = strengths.size
     wins = np.zeros((n, n))
     for i, j in itertools.combinations(range(n), 2):
-        p_i = 1.0 / (1.0 + math.exp(strengths[j] - strengths[i]))
-        wins[i, j] = rng.binomial(games, p_i)
+        wins[i, j] = rng.binomial(games, 1.0 / (1.0 + math.exp(strengths[j] - strengths[i])))
         wins[j, i] = games - wins[i, j]
     return wins
 
@@ -312,13 +305,12 @@ def scipy_fit(wins: np.ndarray, prior: float = 0.5) -> np.ndarray:
     return s - s.mean()
 
 
-@pytest.mark.parametrize(("n", "seed"), [(3, 0), (5, 1), (10, 2), (10, 3)])
+@pytest.mark.parametrize(("n", "seed"), [(3, 0), (5, 1), (10, 2)])
 def test_bradley_terry_recovers_known_strengths(n: int, seed: int) -> None:
     truth = np.random.default_rng(100 + seed).permutation(np.linspace(-2.0, 2.0, n))
     scores = bradley_terry(simulate_wins(truth, games=2000, seed=seed))
     assert list(np.argsort(scores)) == list(np.argsort(truth))
     np.testing.assert_allclose(scores, truth - truth.mean(), atol=0.15)
-    assert abs(scores.mean()) < 1e-12
 
 
 @pytest.mark.parametrize("wins", [simulate_wins(np.array([0.0, 1.0, -0.5, 3.0]), 300, 7),
@@ -326,99 +318,107 @@ def test_bradley_terry_recovers_known_strengths(n: int, seed: int) -> None:
                                   np.array([[0, 7, 0, 0], [3, 0, 0, 0], [0, 0, 0, 40], [0, 0, 0, 0]])])
 def test_bradley_terry_matches_independent_optimiser(wins: np.ndarray) -> None:
     np.testing.assert_allclose(bradley_terry(wins), scipy_fit(wins), atol=1e-5)
+    np.testing.assert_allclose(bradley_terry(wins, mm_iter=0), bradley_terry(wins), atol=1e-8)
 
 
-def test_bradley_terry_two_players_closed_form() -> None:
-    # With two players the MLE is p1 / p0 = W1 / W0 (prior included).
+def test_bradley_terry_edge_cases() -> None:
     s = bradley_terry(np.array([[0, 30], [70, 0]]), prior=0.5)
-    assert s[1] - s[0] == pytest.approx(math.log(70.5 / 30.5), abs=1e-9)
+    assert s[1] - s[0] == pytest.approx(math.log(70.5 / 30.5), abs=1e-9)  # two players: W1 / W0
+    np.testing.assert_allclose(bradley_terry(np.full((4, 4), 12.0)), 0.0, atol=1e-9)
+    assert bradley_terry(np.zeros((1, 1))).tolist() == [0.0] and bradley_terry(np.zeros((0, 0))).shape == (0,)
+    for bad, prior in ((np.zeros((2, 3)), 0.5), (np.array([[0, -1], [1, 0]]), 0.5), (np.zeros((2, 2)), 0.0)):
+        with pytest.raises(ValueError):
+            bradley_terry(bad, prior=prior)
 
 
-@pytest.mark.parametrize("wins", [np.zeros((4, 4)), np.full((5, 5), 12.0),
-                                  np.array([[0, 3, 9], [3, 0, 4], [9, 4, 0]])])
-def test_bradley_terry_symmetric_input_gives_equal_scores(wins: np.ndarray) -> None:
-    np.testing.assert_allclose(bradley_terry(wins), 0.0, atol=1e-9)
+# --- scores: references fixed, uploads placed against them -----------------------------
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bradley_terry_invariant_to_relabelling(seed: int) -> None:
-    wins = simulate_wins(np.array([0.3, -1.0, 2.0, 0.0, 1.1]), 200, seed)
-    perm = np.random.default_rng(seed).permutation(5)
-    np.testing.assert_allclose(bradley_terry(wins[np.ix_(perm, perm)]), bradley_terry(wins)[perm], atol=1e-8)
-
-
-def test_bradley_terry_perfect_records_are_finite_and_ordered() -> None:
-    wins = np.triu(np.full((10, 10), 2000.0), 1).T  # i beats every j < i on every image
-    scores = bradley_terry(wins)
-    assert np.isfinite(scores).all()
-    assert (np.diff(scores) > 0).all()
-
-
-def test_bradley_terry_newton_finish_and_pure_mm_agree() -> None:
-    wins = simulate_wins(np.array([0.0, 0.5, 1.0, -0.7]), 400, 11)
-    newton_only, mm_only = bradley_terry(wins, mm_iter=0), bradley_terry(wins, mm_iter=200_000)
-    np.testing.assert_allclose(newton_only, mm_only, atol=1e-8)
-
-
-def test_bradley_terry_ignores_diagonal_and_handles_trivial_sizes() -> None:
-    wins = simulate_wins(np.array([0.0, 1.0, 2.0]), 100, 5)
-    with_diag = wins + np.diag([50.0, 0.0, 9.0])
-    np.testing.assert_allclose(bradley_terry(with_diag), bradley_terry(wins))
-    assert bradley_terry(np.zeros((1, 1))).tolist() == [0.0]
-    assert bradley_terry(np.zeros((0, 0))).shape == (0,)
+def brute_force_placement(won: np.ndarray, lost: np.ndarray, anchors: np.ndarray, prior: float = 0.5) -> float:
+    """Grid maximisation of the same likelihood, refined once around the best point."""
+    best = 0.0
+    for lo, hi, step in ((-30.0, 30.0, 1e-3), (-2e-3, 2e-3, 1e-7)):
+        grid = best + np.arange(lo, hi, step)
+        diff = grid[:, None] - anchors[None, :]
+        ll = -((won + prior) * np.logaddexp(0.0, -diff) + (lost + prior) * np.logaddexp(0.0, diff)).sum(axis=1)
+        best = float(grid[np.argmax(ll)])
+    return best
 
 
 @pytest.mark.parametrize(
-    ("wins", "prior"),
-    [(np.zeros((2, 3)), 0.5), (np.array([[0, -1], [1, 0]]), 0.5), (np.array([[0, np.nan], [1, 0]]), 0.5),
-     (np.zeros((2, 2)), 0.0)],
+    ("won", "lost", "anchors"),
+    [
+        ([30, 10, 2], [10, 30, 50], [-1.0, 0.2, 0.8]),
+        ([200, 150, 120, 90], [0, 0, 0, 0], [-1.5, -0.5, 0.5, 1.5]),  # perfect record: finite
+        ([0, 0], [400, 300], [0.0, 0.4]),
+        ([12], [12], [0.7]),  # even record against one anchor: its score
+        ([0, 0, 0], [0, 0, 0], [-2.0, 0.0, 5.0]),  # no evidence: pulled to the anchors by the prior
+    ],
 )
-def test_bradley_terry_rejects_bad_input(wins: np.ndarray, prior: float) -> None:
-    with pytest.raises(ValueError):
-        bradley_terry(wins, prior=prior)
+def test_place_score_equals_brute_force_grid(won, lost, anchors) -> None:
+    won, lost, anchors = (np.array(v, dtype=float) for v in (won, lost, anchors))
+    s = place_score(won, lost, anchors)
+    assert math.isfinite(s)
+    assert s == pytest.approx(brute_force_placement(won, lost, anchors), abs=1e-6)
 
 
-def random_correctness(n: int, m: int, seed: int) -> np.ndarray:
-    # Network i is right on adv(j) with a rate rising with i: later networks are more robust.
-    rng = np.random.default_rng(seed)
-    rate = np.linspace(0.1, 0.8, n)[:, None, None]
-    return rng.random((n, n, m)) < rate
-
-
-def test_pairwise_wins_matches_per_image_loop() -> None:
-    correct = random_correctness(4, 50, 3)
-    expected = np.zeros((4, 4), dtype=np.int64)
+def test_place_score_of_a_reference_is_its_bradley_terry_score() -> None:
+    # The joint fit's stationarity condition for one player is exactly the 1-D placement.
+    W = simulate_wins(np.array([-1.0, 0.0, 0.5, 2.0]), 300, 3)
+    fitted = bradley_terry(W)
     for i in range(4):
-        for j in range(4):
-            if i != j:
-                expected[i, j] = sum(correct[i, j, k] and not correct[j, i, k] for k in range(50))
-    np.testing.assert_array_equal(pairwise_wins(correct), expected)
+        others = [j for j in range(4) if j != i]
+        assert place_score(W[i, others], W[others, i], fitted[others]) == pytest.approx(fitted[i], abs=1e-8)
 
 
-def test_pairwise_wins_are_mcnemar_discordant_counts() -> None:
-    correct = random_correctness(3, 80, 4)
-    M = correct.mean(axis=2)
-    wins = pairwise_wins(correct)
-    for a, b in itertools.permutations(range(3), 2):
-        result = pairwise(M, a, b, correct)
-        expected = binomtest(int(min(wins[a, b], wins[b, a])), int(wins[a, b] + wins[b, a])).pvalue
-        assert result.p_value == pytest.approx(expected, rel=1e-9)
-        # The charter's rule and the win counts agree: M[a][b] - M[b][a] = (b - c) / m.
-        assert result.difference == pytest.approx((wins[a, b] - wins[b, a]) / 80)
+def test_place_score_edges() -> None:
+    assert place_score([], [], []) == 0.0
+    assert place_score([10, 10], [1, 1], [0.0, 0.0]) > place_score([5, 5], [6, 6], [0.0, 0.0])
+    for bad in (([1], [1, 2], [0.0, 0.0]), ([-1], [1], [0.0]), ([1], [np.nan], [0.0])):
+        with pytest.raises(ValueError):
+            place_score(*bad)
 
 
-def test_robustness_scores_order_follows_simulated_robustness() -> None:
-    scores = robustness_scores(random_correctness(5, 2000, 5))
-    assert (np.diff(scores) > 0).all()
+def scored_world(uploads: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Revised wins for 4 references (0..3) and `uploads` uploads, every pair evaluated."""
+    return pairwise_wins(random_correctness(4 + uploads, 300, seed)), [0, 1, 2, 3]
 
 
-def test_robustness_scores_from_mapping_with_missing_pairs() -> None:
-    correct = random_correctness(3, 200, 6)
-    full = {(a, b): correct[a, b] for a, b in itertools.permutations(range(3), 2)}
-    np.testing.assert_allclose(robustness_scores(full), robustness_scores(correct))
-    # Pair (0, 2) not evaluated yet: still defined, and network 2 still ranks above 1 above 0.
-    partial = {key: value for key, value in full.items() if set(key) != {0, 2}}
-    scores = robustness_scores(partial)
-    assert np.isfinite(scores).all() and (np.diff(scores) > 0).all()
-    # A mapping whose highest index has no entries needs n.
-    assert robustness_scores({(0, 1): correct[0, 1], (1, 0): correct[1, 0]}, n=3).shape == (3,)
+def test_uploads_never_move_reference_scores_or_each_other() -> None:
+    cube = random_correctness(6, 300, 0)  # references 0..3, uploads 4 and 5
+    refs = [0, 1, 2, 3]
+    refs_only = pairwise_wins(cube[:4, :4])
+    base = reference_scores(refs_only, refs)
+    np.testing.assert_allclose([base[r] for r in refs], bradley_terry(refs_only))
+    # (a) one upload: the reference scores are exactly those fitted among references only.
+    one = pairwise_wins(cube[:5, :5])
+    first = robustness_scores(one, refs)
+    np.testing.assert_array_equal(first[:4], robustness_scores(refs_only, refs))
+    # (b) a second upload (compared with the first too) leaves the first one's score.
+    two = pairwise_wins(cube)
+    assert two[4, 5] + two[5, 4] > 0  # the uploads do have evidence against each other
+    second = robustness_scores(two, refs)
+    np.testing.assert_array_equal(second[:5], first)
+    # A joint fit over everyone would have moved them: the property is not vacuous.
+    assert not np.allclose(bradley_terry(two)[:4] - bradley_terry(two)[:4].mean(), first[:4], atol=1e-6)
+    # (c) each upload's score is the brute-force maximum against the fixed references.
+    for u in (4, 5):
+        expected = brute_force_placement(two[u, :4].astype(float), two[:4, u].astype(float), second[:4])
+        assert second[u] == pytest.approx(expected, abs=1e-6)
+
+
+def test_fixed_reference_scores_are_used_verbatim() -> None:
+    W, refs = scored_world(2, seed=5)
+    fixed = {0: -3.0, 1: -1.0, 2: 1.0, 3: 3.0}
+    scores = robustness_scores(W, refs, fixed=fixed)
+    assert scores[:4].tolist() == [-3.0, -1.0, 1.0, 3.0]
+    assert scores[4] == place_score(W[4, :4], W[:4, 4], [-3.0, -1.0, 1.0, 3.0])
+    with pytest.raises(ValueError):
+        robustness_scores(W, refs, fixed={0: 0.0, 1: 0.0})
+
+
+def test_scores_follow_simulated_robustness() -> None:
+    W, refs = scored_world(3, seed=6)  # robustness rises with the index
+    refs_scores = robustness_scores(W[:4, :4], refs)
+    assert (np.diff(refs_scores) > 0).all()
+    assert (np.diff(robustness_scores(W, refs)[4:]) > 0).all()

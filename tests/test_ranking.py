@@ -1,4 +1,5 @@
-"""Ranking recomputed from stored rows: matrix gathering, ladder, levels, scores."""
+"""Ranking recomputed from stored rows: per-image gathering (white-box diagonal included),
+the revised rule's ladder and levels, reference scores fixed on the Benchmark."""
 
 from __future__ import annotations
 
@@ -6,15 +7,66 @@ import numpy as np
 import pytest
 
 from evaluator.engine import ladder as ladder_engine
-from evaluator.models import Evaluation
+from evaluator.models import AdversarialDataset, Evaluation
+from evaluator.services import storage
 from evaluator.services.ranking import benchmark_rank, matrix_gather
-from leaderboard.models import Network
-from tests.fakes import fake_network, fake_suite
+from leaderboard.models import Benchmark, Network
+from tests.fakes import _evaluation, fake_network, fake_suite
 
 pytestmark = pytest.mark.django_db
 
 
-def test_matrix_matches_stored_evaluations() -> None:
+def _preds(labels: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Predictions right exactly where `right` is true (wrong: the next class)."""
+    return np.where(right, labels, (labels + 1) % 10).astype(np.uint8)
+
+
+def stored_network(suite, name: str, own: np.ndarray, on_theirs: dict[int, np.ndarray],
+                   theirs_on_ours: dict[int, np.ndarray]) -> Network:
+    """An upload written row by row: its white-box predictions `own`, its predictions on
+    adv(r) and r's on its set, for every reference id r (the pipeline's rows)."""
+    bench, labels = suite.benchmark, suite.labels
+    net = Network.objects.create(benchmark=bench, name=name, status=Network.Status.CROSS_EVALUATING)
+    _evaluation(net, Evaluation.Kind.CLEAN, labels.astype(np.uint8), labels)
+    file = storage.network_dir(net.pk) / "adversarial.npz"
+    np.savez(file, adversarial=np.zeros((len(labels), 8, 8, 1), np.float32))
+    AdversarialDataset.objects.create(
+        network=net, file=storage.relative(file), epsilon=0.3, step=0.01, steps=40, success_rate=0.5,
+        whitebox_correct=int((own == labels).sum()), total=len(labels), vanished_fraction=0.0,
+        seconds=1.0, predictions=storage.pack_predictions(own),
+    )
+    refs = {r.pk: r for r in suite.references}
+    for rid, preds in on_theirs.items():
+        _evaluation(net, Evaluation.Kind.ADVERSARIAL, preds, labels, source=refs[rid])
+    for rid, preds in theirs_on_ours.items():
+        _evaluation(refs[rid], Evaluation.Kind.ADVERSARIAL, preds, labels, source=net)
+    return net
+
+
+def copy_of(suite, ref: Network) -> Network:
+    """An exact copy of a reference: same predictions everywhere; its adversarial set is
+    the reference's (a white-box attack on the same function)."""
+    own = ref.adversarial.prediction_array()
+    on_theirs, theirs_on_ours = {}, {}
+    for r in suite.references:
+        if r.pk == ref.pk:
+            on_theirs[r.pk] = theirs_on_ours[r.pk] = own
+        else:
+            on_theirs[r.pk] = Evaluation.objects.get(network=ref, source=r).prediction_array()
+            theirs_on_ours[r.pk] = Evaluation.objects.get(network=r, source=ref).prediction_array()
+    return stored_network(suite, f"copy of {ref.name}", own, on_theirs, theirs_on_ours)
+
+
+def revised_counts(net: Network, ref: Network, labels: np.ndarray) -> tuple[int, int]:
+    """Independent of the engine: (net right, ref right) on adv(net) + adv(ref), from rows."""
+    ours = (net.adversarial.prediction_array() == labels).sum() + (
+        Evaluation.objects.get(network=net, source=ref).prediction_array() == labels).sum()
+    theirs = (ref.adversarial.prediction_array() == labels).sum() + (
+        Evaluation.objects.get(network=ref, source=net).prediction_array() == labels).sum()
+    return int(ours), int(theirs)
+
+
+def test_matrix_and_per_image_correctness_match_stored_rows() -> None:
     suite = fake_suite(references=4)
     data = matrix_gather(benchmark=suite.benchmark)
     assert [n.pk for n in data.networks] == sorted(n.pk for n in suite.references)
@@ -22,37 +74,107 @@ def test_matrix_matches_stored_evaluations() -> None:
         for j, b in enumerate(data.networks):
             if i == j:
                 expected = a.adversarial.whitebox_correct / a.adversarial.total
+                preds = a.adversarial.prediction_array()
             else:
-                expected = Evaluation.objects.get(network=a, source=b).accuracy
+                row = Evaluation.objects.get(network=a, source=b)
+                expected, preds = row.accuracy, row.prediction_array()
             assert data.M[i, j] == pytest.approx(expected)
+            np.testing.assert_array_equal(data.correct[(i, j)], preds == suite.labels)
 
 
-def test_ladder_levels_and_scores_follow_strength() -> None:
+def test_reference_levels_start_at_zero_and_scores_follow_strength() -> None:
     suite = fake_suite(references=4, uploads=0)
     bench = suite.benchmark
-    # References were made with increasing strength, so the ladder keeps that order.
-    assert bench.ladder == [n.pk for n in suite.references]
-    levels = [Network.objects.get(pk=pk).level for pk in bench.ladder]
-    assert levels == [1, 2, 3, 4]
-    scores = [Network.objects.get(pk=pk).score for pk in bench.ladder]
+    assert bench.ladder == [n.pk for n in suite.references]  # made with increasing strength
+    refs = [Network.objects.get(pk=pk) for pk in bench.ladder]
+    # One scale: R_k beats R1..R_{k-1}, then its own rung stops it.
+    assert [n.level for n in refs] == [0, 1, 2, 3]
+    assert [n.deciding_rung for n in refs] == [1, 2, 3, 4]
+    scores = [n.score for n in refs]
     assert scores == sorted(scores)
-    assert all(Network.objects.get(pk=pk).status == Network.Status.RANKED for pk in bench.ladder)
+    assert bench.reference_scores == {str(n.pk): n.score for n in refs}
+    assert all(n.status == Network.Status.RANKED for n in refs)
 
 
-def test_upload_level_sits_between_references() -> None:
+def test_upload_level_from_the_revised_counts() -> None:
     suite = fake_suite(references=4)
-    refs = suite.references
-    upload = fake_network(suite.benchmark, suite.labels, name="mid", strength=0.5, peers=refs, seed=7)
+    upload = fake_network(suite.benchmark, suite.labels, name="mid", strength=0.5, peers=suite.references, seed=7)
     benchmark_rank(benchmark=suite.benchmark)
     upload.refresh_from_db()
-    # Independent check: count the leading wins on the stored accuracies directly.
     wins = []
-    for ref in refs:
-        ours = Evaluation.objects.get(network=upload, source=ref).accuracy
-        theirs = Evaluation.objects.get(network=ref, source=upload).accuracy
+    for ref in suite.references:  # ladder order
+        ours, theirs = revised_counts(upload, ref, suite.labels)
         wins.append(ours > theirs)
     assert upload.level == ladder_engine.level(wins)
+    assert upload.deciding_rung == min(upload.level + 1, 4)
     assert upload.status == Network.Status.RANKED
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_exact_copy_of_a_reference_gets_its_level(k: int) -> None:
+    suite = fake_suite(references=4)
+    ref = Network.objects.get(pk=suite.benchmark.ladder[k])
+    copy = copy_of(suite, ref)
+    benchmark_rank(benchmark=suite.benchmark)
+    copy.refresh_from_db()
+    ref.refresh_from_db()
+    assert copy.level == ref.level == k
+    assert copy.deciding_rung == ref.deciding_rung == k + 1  # the tie with R_k stops both
+
+
+def test_undefended_upload_is_ranked_by_the_revised_rule() -> None:
+    """White-box 2%, its attack fools every reference on every image, 10% on their
+    attacks (the references: white-box 20-60%): the charter's rule puts it above every
+    reference, the revised rule at 0."""
+    suite = fake_suite(references=3)
+    labels, n = suite.labels, len(suite.labels)
+    first = np.arange(n) < 0.1 * n
+    u = stored_network(suite, "undefended", _preds(labels, np.arange(n) < 0.02 * n),
+                       {r.pk: _preds(labels, first) for r in suite.references},
+                       {r.pk: _preds(labels, np.zeros(n, bool)) for r in suite.references})
+    benchmark_rank(benchmark=suite.benchmark)
+    u.refresh_from_db()
+    data = matrix_gather(benchmark=suite.benchmark)
+    x = data.index(u.pk)
+    ladder = suite.benchmark.ladder
+    charter = [ladder_engine.charter_pairwise(data.correct, x, data.index(pk)).a_wins for pk in ladder]
+    assert ladder_engine.level(charter) == 3
+    assert u.level == 0 and u.deciding_rung == 1
+
+
+def test_reference_scores_stay_fixed_as_uploads_arrive() -> None:
+    suite = fake_suite(references=4)
+    bench = suite.benchmark
+    before = dict(bench.reference_scores)
+    peers = list(suite.references)
+    first_score = None
+    for j in range(4):
+        peers.append(fake_network(bench, suite.labels, name=f"up-{j}", strength=0.2 + 0.2 * j, peers=peers, seed=40 + j))
+        ranking = benchmark_rank(benchmark=bench)
+        assert not ranking.reference_scores_refit
+        bench.refresh_from_db()
+        assert bench.reference_scores == before
+        assert {str(r.pk): Network.objects.get(pk=r.pk).score for r in suite.references} == before
+        score = Network.objects.get(pk=peers[4].pk).score
+        first_score = score if first_score is None else first_score
+        assert score == first_score  # later uploads never move an earlier one
+
+
+def test_reference_scores_are_refitted_when_the_references_change() -> None:
+    suite = fake_suite(references=4)
+    bench = suite.benchmark
+    before = {int(k): v for k, v in bench.reference_scores.items()}
+    suite.references[1].delete()  # e.g. rebuilt: the new reference has a new id
+    ranking = benchmark_rank(benchmark=bench)
+    bench.refresh_from_db()
+    assert ranking.reference_scores_refit
+    remaining = [r.pk for r in suite.references if r.pk != suite.references[1].pk]
+    assert set(bench.reference_scores) == {str(pk) for pk in remaining}
+    assert {int(k): v for k, v in bench.reference_scores.items()} != {pk: before[pk] for pk in remaining}
+    # An emptied store is refitted too, to the same numbers.
+    Benchmark.objects.filter(pk=bench.pk).update(reference_scores={})
+    again = benchmark_rank(benchmark=bench)
+    assert again.reference_scores_refit and again.reference_scores == ranking.reference_scores
 
 
 def test_network_with_missing_pairs_is_left_out_until_complete() -> None:

@@ -1,15 +1,32 @@
-"""The charter's pairwise rule, the reference ladder, levels and the robustness score.
+"""Pairwise robustness, the reference ladder, levels and the robustness score (SPEC §2).
 
-Everything here is a pure function over plain data (SPEC §2), so the ranking task can
-recompute the whole leaderboard from stored numbers and the tests can pin it down with
-hand-built matrices:
+Pure NumPy over plain data, so the ranking task recomputes everything from stored
+predictions and the tests pin it down with hand-built outcomes. Networks are indices
+0..n-1 (whatever the caller uses); the ladder is a list of them, R1 first.
 
-- M: the cross-attack matrix, float (n, n), M[a][b] = accuracy of network a on adv(b);
-  indices are whatever the caller uses (rows of its matrix), the ladder is a list of them.
-- correct: optional per-image correctness, correct[a][b] = bool array (images,) saying
-  whether a is right on each image of adv(b); all the same length (the eval split).
-  Accepted as a bool array (n, n, images), nested sequences, or a mapping
-  {(a, b): array} (missing pairs simply carry no evidence).
+- correct: per-image correctness, correct[(a, b)] = bool (images,), a right on each
+  image of adv(b), INCLUDING the diagonal (a, a) = a's white-box correctness. A bool
+  array (n, n, images), nested sequences, or a mapping (missing pairs: no evidence).
+- wins: int (n, n) from pairwise_wins(correct), wins[a][b] = images of adv(a) + adv(b)
+  where a is right and b wrong. Ladder, levels and scores read only this matrix (and
+  M = accuracy_matrix(correct) breaks ladder ties when no robust accuracy is known).
+
+Revised rule: a and b are scored on the same 2n images, adv(a) then adv(b), each facing
+its own white-box attack and the other's transfer attack; a is more robust than b iff
+it is right on more of them (equal counts: a tie), i.e. iff wins[a][b] > wins[b][a].
+The charter's rule (a on adv(b) against b on adv(a), charter_pairwise) compares two
+different image sets and never sees a network's own white-box weakness (an undefended
+CNN whose attack transfers well climbed the ladder): it is shown, and decides nothing.
+
+Level rule: level(X) is the largest N such that X is more robust than every one of
+R1 … RN; the climb stops at the first rung X does not beat, whether a loss, a tie or
+X's own rung (no network is more robust than itself). References and uploads are read
+on this one scale: R_k reaches at most level k − 1, and an exact copy of R_k gets
+exactly R_k's level.
+
+Scores: Bradley-Terry among the references only (reference_scores), fixed when the
+references are ranked; every other network is placed against them with their scores
+held fixed (place_score), so an upload never moves another network's score.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from evaluator.engine.metrics import mcnemar_exact
+from evaluator.engine.metrics import mcnemar_p_value
 
 Correctness = Union[np.ndarray, Sequence[Sequence[np.ndarray]], Mapping[tuple[int, int], np.ndarray]]
 
@@ -29,28 +46,44 @@ SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
-class Pairwise:
-    """One comparison under the charter's rule: a is more robust than b iff acc_a > acc_b.
+class Comparison:
+    """a against b on one list of paired images (which images depends on the rule).
 
-    acc_a = M[a][b] (a attacked with b's adversarial set), acc_b = M[b][a]. Equal
-    accuracies are a tie: neither wins. p_value is the exact McNemar test on the
-    paired images (NaN when no per-image correctness was given).
+    a_only / b_only: images only a / only b is right on (McNemar's discordant counts);
+    a_wins iff a_correct > b_correct, equal counts are a tie (neither wins).
     """
 
     a: int
     b: int
-    acc_a: float
-    acc_b: float
-    difference: float
+    images: int
+    a_correct: int
+    b_correct: int
+    a_only: int
+    b_only: int
     a_wins: bool
     b_wins: bool
     p_value: float
     significant: bool
 
+    @property
+    def acc_a(self) -> float:
+        return self.a_correct / self.images if self.images else math.nan
+
+    @property
+    def acc_b(self) -> float:
+        return self.b_correct / self.images if self.images else math.nan
+
+    @property
+    def difference(self) -> float:
+        return self.acc_a - self.acc_b
+
+    @property
+    def tie(self) -> bool:
+        return not self.a_wins and not self.b_wins
+
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        if math.isnan(self.p_value):
-            out["p_value"] = None
+        out.update(acc_a=self.acc_a, acc_b=self.acc_b, difference=self.difference, tie=self.tie)
         return out
 
 
@@ -58,10 +91,10 @@ class Pairwise:
 class LevelResult:
     """X's level and the comparisons behind it.
 
-    wins[k]: X is more robust than the reference at ladder position k (0-based, so
-    wins[0] is R1). deciding: the ladder position whose comparison fixes the level,
-    the first loss, or the last win when X beat every rung; None for an empty ladder.
-    deciding_reference: the matrix index of that reference (ladder[deciding]).
+    wins[k]: X is more robust than the reference at ladder position k (0-based, wins[0]
+    is R1). deciding: the position whose comparison fixes the level, the first rung not
+    beaten (X's own rung included), or the top rung when X beat them all; None for an
+    empty ladder. deciding_reference: the network index at that position.
     """
 
     level: int
@@ -70,66 +103,135 @@ class LevelResult:
     deciding_reference: int | None
 
 
-def pairwise(M: np.ndarray, a: int, b: int, correct: Correctness | None = None) -> Pairwise:
-    """Compare networks a and b of the cross-attack matrix M."""
-    M = _matrix(M)
-    if a == b:
-        raise ValueError("a network is not compared with itself")
-    acc_a, acc_b = float(M[a, b]), float(M[b, a])
-    p_value = math.nan
-    if correct is not None:
-        a_on_b, b_on_a = _cell(correct, a, b), _cell(correct, b, a)
-        if a_on_b is None or b_on_a is None:
-            raise ValueError(f"no per-image correctness for pair ({a}, {b})")
-        # Image i pairs (a right on adv(b)_i, b right on adv(a)_i): both adversarial
-        # sets come from the same eval image i, so the outcomes are paired.
-        p_value = mcnemar_exact(a_on_b, b_on_a).p_value
-    return Pairwise(
-        a=a,
-        b=b,
-        acc_a=acc_a,
-        acc_b=acc_b,
-        difference=acc_a - acc_b,
-        a_wins=acc_a > acc_b,
-        b_wins=acc_b > acc_a,
-        p_value=p_value,
-        significant=bool(p_value < SIGNIFICANCE),  # NaN compares False
+def compare(a_ok: np.ndarray, b_ok: np.ndarray, *, a: int = 0, b: int = 1) -> Comparison:
+    """Paired comparison: who is right on more of the same images, exact McNemar p."""
+    x, y = np.asarray(a_ok, dtype=bool), np.asarray(b_ok, dtype=bool)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"paired outcomes must be 1-D and equal length: {x.shape} vs {y.shape}")
+    a_correct, b_correct = int(np.count_nonzero(x)), int(np.count_nonzero(y))
+    a_only, b_only = int(np.count_nonzero(x & ~y)), int(np.count_nonzero(~x & y))
+    p = mcnemar_p_value(a_only, b_only)
+    return Comparison(
+        a=a, b=b, images=int(x.size), a_correct=a_correct, b_correct=b_correct,
+        a_only=a_only, b_only=b_only, a_wins=a_correct > b_correct, b_wins=b_correct > a_correct,
+        p_value=p, significant=bool(p < SIGNIFICANCE),
     )
 
 
-def ladder_order(M: np.ndarray, *, among: Sequence[int] | None = None) -> list[int]:
-    """Reference indices ordered from least to most robust (R1 first).
+def paired_outcomes(correct: Correctness, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The revised rule's paired images: adv(a) then adv(b), as (a right?, b right?)."""
+    if a == b:
+        raise ValueError("a network is not compared with itself")
+    cells = [_cell(correct, *pair) for pair in ((a, a), (a, b), (b, a), (b, b))]
+    if any(c is None for c in cells):
+        raise ValueError(f"no per-image correctness for pair ({a}, {b}) (diagonal included)")
+    aa, ab, ba, bb = (np.asarray(c, dtype=bool) for c in cells)
+    return np.concatenate([aa, ab]), np.concatenate([ba, bb])
 
-    Sort key, ascending: number of pairwise wins against the other references,
-    then mean accuracy on the other references' adversarial sets (mean over b != a
-    of M[a][b]), then the index itself so equal records give a deterministic order
-    (lower index first, i.e. placed lower on the ladder).
 
-    among: the references' indices in M when M also holds other networks;
-    default all of M. Only comparisons among these count.
+def pairwise(correct: Correctness, a: int, b: int) -> Comparison:
+    """The revised rule: a and b on the union of adv(a) and adv(b) (2n images)."""
+    return compare(*paired_outcomes(correct, a, b), a=a, b=b)
+
+
+def charter_pairwise(correct: Correctness, a: int, b: int) -> Comparison:
+    """The charter's rule (transfer only): a on adv(b) against b on adv(a); shown, never decisive.
+
+    Image i of both sets comes from eval image i, so the outcomes are paired.
     """
-    M = _matrix(M)
-    refs = list(range(M.shape[0])) if among is None else [int(r) for r in among]
+    if a == b:
+        raise ValueError("a network is not compared with itself")
+    a_on_b, b_on_a = _cell(correct, a, b), _cell(correct, b, a)
+    if a_on_b is None or b_on_a is None:
+        raise ValueError(f"no per-image correctness for pair ({a}, {b})")
+    return compare(a_on_b, b_on_a, a=a, b=b)
+
+
+def pairwise_wins(correct: Correctness, n: int | None = None) -> np.ndarray:
+    """wins[a][b] = images of adv(a) + adv(b) where a is right and b wrong (revised rule).
+
+    A pair lacking any of its four cells (a, a), (a, b), (b, a), (b, b) has no evidence
+    (0 both ways: a tie). Computed one adversarial set at a time, vectorised over the
+    networks evaluated on it: O(n^2 images) work in n NumPy steps.
+    """
+    n = _size(correct) if n is None else n
+    present = np.array([[_cell(correct, a, b) is not None for b in range(n)] for a in range(n)], dtype=bool)
+    out = np.zeros((n, n), dtype=np.int64)
+    for s in range(n):
+        if not present[s, s]:
+            continue
+        own = np.asarray(_cell(correct, s, s), dtype=bool)
+        rows = [a for a in range(n) if a != s and present[a, s]]
+        if not rows:
+            continue
+        others = np.stack([np.asarray(_cell(correct, a, s), dtype=bool) for a in rows])
+        if others.shape[1:] != own.shape:
+            raise ValueError(f"adv({s}): correctness vectors differ in length")
+        out[rows, s] += np.count_nonzero(others & ~own, axis=1)  # a right, s wrong, on adv(s)
+        out[s, rows] += np.count_nonzero(own & ~others, axis=1)  # s right, a wrong, on adv(s)
+    diag = present.diagonal()
+    evaluated = present & present.T & diag[:, None] & diag[None, :]
+    out[~evaluated] = 0
+    return out
+
+
+def accuracy_matrix(correct: Correctness, n: int | None = None) -> np.ndarray:
+    """M[a][b] = accuracy of a on adv(b), diagonal = white-box accuracy; NaN if missing."""
+    n = _size(correct) if n is None else n
+    M = np.full((n, n), np.nan)
+    for a in range(n):
+        for b in range(n):
+            cell = _cell(correct, a, b)
+            if cell is not None and len(cell):
+                M[a, b] = float(np.mean(np.asarray(cell, dtype=bool)))
+    return M
+
+
+def ladder_order(
+    wins: np.ndarray,
+    *,
+    among: Sequence[int] | None = None,
+    robust: Sequence[float] | None = None,
+    M: np.ndarray | None = None,
+) -> list[int]:
+    """Reference indices from least to most robust (R1 first).
+
+    Sort key, ascending: revised-rule wins against the other references; then robust
+    accuracy robust[a] (indexed like wins) when given, else (no robust accuracy known)
+    the mean over the other references b of M[a][b], else nothing; then the index, so
+    equal records give a deterministic order. among: the references' indices when wins
+    also holds other networks; only comparisons among them count.
+    """
+    W = _wins(wins)
+    refs = list(range(W.shape[0])) if among is None else [int(r) for r in among]
     if len(set(refs)) != len(refs):
         raise ValueError("duplicate reference index")
     if len(refs) <= 1:
         return refs
-    sub = M[np.ix_(refs, refs)]
-    off = ~np.eye(len(refs), dtype=bool)
-    if not np.isfinite(sub[off]).all():
-        raise ValueError("the references' cross-attack matrix is incomplete (NaN/inf)")
-    wins = ((sub > sub.T) & off).sum(axis=1)
-    mean_other = np.where(off, sub, 0.0).sum(axis=1) / (len(refs) - 1)
-    keys = sorted(range(len(refs)), key=lambda i: (int(wins[i]), float(mean_other[i]), refs[i]))
+    sub = W[np.ix_(refs, refs)]
+    won = ((sub > sub.T) & ~np.eye(len(refs), dtype=bool)).sum(axis=1)
+    if robust is not None:
+        tiebreak = np.array([float(robust[r]) for r in refs])
+    elif M is not None:
+        sub_m = np.asarray(M, dtype=np.float64)[np.ix_(refs, refs)]
+        off = ~np.eye(len(refs), dtype=bool)
+        tiebreak = np.where(off, sub_m, 0.0).sum(axis=1) / (len(refs) - 1)
+    else:
+        tiebreak = np.zeros(len(refs))
+    if not np.isfinite(tiebreak).all():
+        raise ValueError("the ladder's tie-break (robust accuracy or M) is incomplete (NaN/inf)")
+    keys = sorted(range(len(refs)), key=lambda i: (int(won[i]), float(tiebreak[i]), refs[i]))
     return [refs[i] for i in keys]
 
 
-def level(wins_against: Sequence[bool]) -> int:
-    """Largest N with wins_against[0..N-1] all true (X beats R1..RN); 0 if it loses to R1.
+def beats(wins: np.ndarray, x: int, r: int) -> bool:
+    """x is more robust than r: right on more of their 2n images (never x against itself)."""
+    W = _wins(wins)
+    return x != r and bool(W[x, r] > W[r, x])
 
-    Stops at the first loss: wins above a loss do not count (the ladder is climbed
-    rung by rung, so a network that loses to R2 is level 1 even if it beats R5).
-    """
+
+def level(wins_against: Sequence[bool]) -> int:
+    """Largest N with wins_against[0..N-1] all true; the climb stops at the first non-win."""
     n = 0
     for won in wins_against:
         if not won:
@@ -138,58 +240,23 @@ def level(wins_against: Sequence[bool]) -> int:
     return n
 
 
-def level_of(
-    x_on_ref_adv: np.ndarray,
-    refs_on_x_adv: np.ndarray,
-    ladder: Sequence[int],
-    *,
-    skip: int | None = None,
-) -> LevelResult:
-    """Level of a network X against the ladder.
-
-    x_on_ref_adv[r]: accuracy of X on adv(r); refs_on_x_adv[r]: accuracy of
-    reference r on adv(X); both indexed by matrix index r (not ladder position), so
-    a caller can pass X's row and column of M directly. X beats r iff
-    x_on_ref_adv[r] > refs_on_x_adv[r] (ties are losses: "more robust" is strict;
-    a NaN, i.e. a comparison not yet evaluated, is a loss too).
-
-    skip: a matrix index treated as beaten without comparison (used for a reference
-    ranked against its own ladder, see reference_levels); never the deciding rung.
-    """
-    x_row = np.asarray(x_on_ref_adv, dtype=np.float64)
-    x_col = np.asarray(refs_on_x_adv, dtype=np.float64)
-    wins = [True if r == skip else bool(x_row[r] > x_col[r]) for r in ladder]
-    n = level(wins)
-    positions = [k for k, r in enumerate(ladder) if r != skip]
-    if n < len(wins):
-        deciding: int | None = n
-    else:
-        deciding = positions[-1] if positions else None
+def level_of(wins: np.ndarray, x: int, ladder: Sequence[int]) -> LevelResult:
+    """Level of network x (an index of wins) against the ladder, see the module's rule."""
+    W = _wins(wins)
+    outcomes = [beats(W, x, int(r)) for r in ladder]
+    n = level(outcomes)
+    deciding = n if n < len(outcomes) else (len(outcomes) - 1 if outcomes else None)
     return LevelResult(
         level=n,
-        wins=wins,
+        wins=outcomes,
         deciding=deciding,
         deciding_reference=None if deciding is None else int(ladder[deciding]),
     )
 
 
-def reference_level_results(M: np.ndarray, ladder: Sequence[int]) -> list[LevelResult]:
-    """LevelResult of every reference, in ladder order (see reference_levels)."""
-    M = _matrix(M)
-    return [level_of(M[r, :], M[:, r], ladder, skip=r) for r in ladder]
-
-
-def reference_levels(M: np.ndarray, ladder: Sequence[int]) -> list[int]:
-    """Level of each reference in ladder order, leaving itself out.
-
-    Reference r at ladder position p is compared with every other rung; its own
-    rung counts as beaten, and N counts positions of the original ladder. So
-    level(r) = the largest N such that r is more robust than every one of R1..RN
-    other than itself. With a consistent (transitive) ladder R_k gets exactly
-    level k, the same scale an upload's level is read on: an upload of level k sits
-    between R_k and R_{k+1}.
-    """
-    return [result.level for result in reference_level_results(M, ladder)]
+def level_results(wins: np.ndarray, ladder: Sequence[int]) -> list[LevelResult]:
+    """LevelResult of every network 0..n-1, references and uploads alike."""
+    return [level_of(wins, x, ladder) for x in range(_wins(wins).shape[0])]
 
 
 def bradley_terry(
@@ -200,23 +267,12 @@ def bradley_terry(
     mm_iter: int = 2_000,
     max_newton: int = 100,
 ) -> np.ndarray:
-    """Bradley-Terry log-strengths from a win-count matrix, centred at mean 0.
+    """Bradley-Terry log-strengths from win counts (diagonal ignored), centred at mean 0.
 
-    wins[i][j]: number of comparisons (paired images) i won against j; the diagonal
-    is ignored. Model: P(i beats j) = sigmoid(s_i - s_j) with s = log-strength in
-    natural-log units (multiply by 400 / ln 10 for Elo points).
-
-    `prior` pseudo-wins are added each way for every pair: the maximum-likelihood
-    estimate does not exist for a perfect record (strength -> infinity) or a
-    disconnected comparison graph, and the prior makes it unique and finite while
-    barely moving well-supported scores (hundreds of images per pair).
-
-    Fitted by Hunter's (2004) MM algorithm, p_i <- W_i / sum_j n_ij / (p_i + p_j),
-    which raises the likelihood monotonically from any start. MM converges only
-    linearly, and near-perfect records (one network right on every image where the
-    other fails) need ~1e5 iterations, so if it has not converged after `mm_iter`
-    iterations it is finished by Newton steps with backtracking on the same concave
-    log-likelihood: same unique maximum, reached in a few steps.
+    P(i beats j) = sigmoid(s_i - s_j), natural-log units. `prior` pseudo-wins each way
+    for every pair keep the estimate finite for a perfect record or a disconnected graph.
+    Hunter's (2004) MM algorithm (monotone, but linear: near-perfect records need ~1e5
+    iterations), finished by backtracking Newton steps on the same concave likelihood.
     """
     w = np.array(wins, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
@@ -247,8 +303,7 @@ def bradley_terry(
 
 def _bt_log_likelihood(s: np.ndarray, w: np.ndarray) -> float:
     diff = s[:, None] - s[None, :]
-    # log sigmoid(x) = -log(1 + e^-x), computed without overflow.
-    return float(-(w * np.logaddexp(0.0, -diff)).sum())
+    return float(-(w * np.logaddexp(0.0, -diff)).sum())  # log sigmoid without overflow
 
 
 def _newton_polish(
@@ -278,42 +333,85 @@ def _newton_polish(
     return s
 
 
-def pairwise_wins(correct: Correctness, n: int | None = None) -> np.ndarray:
-    """Win counts for bradley_terry from per-image correctness.
+def reference_scores(wins: np.ndarray, refs: Sequence[int], *, prior: float = 0.5) -> dict[int, float]:
+    """Bradley-Terry among the references only: {reference index: score}, mean 0."""
+    W = _wins(wins)
+    refs = [int(r) for r in refs]
+    fitted = bradley_terry(W[np.ix_(refs, refs)], prior=prior)
+    return {r: float(s) for r, s in zip(refs, fitted)}
 
-    wins[i][j] = number of images k where i is right on adv(j)_k and j is wrong on
-    adv(i)_k: exactly McNemar's discordant count b for the pair (i, j).
+
+def place_score(
+    won: Sequence[float], lost: Sequence[float], anchors: Sequence[float], *, prior: float = 0.5, tol: float = 1e-12
+) -> float:
+    """Strength s of one network against anchors held fixed: 1-D maximum likelihood.
+
+    Maximises sum_r (won_r + prior) log sigmoid(s - a_r) + (lost_r + prior) log sigmoid(a_r - s),
+    bradley_terry's likelihood with every other score frozen (the same prior keeps a
+    perfect record finite). The derivative g(s) = sum_r (won_r + prior) - n_r sigmoid(s - a_r)
+    falls strictly from positive to negative, so its one root is found by Newton steps
+    kept inside a bisection bracket. No anchors: no evidence, score 0.
     """
-    n = _size(correct) if n is None else n
-    out = np.zeros((n, n), dtype=np.int64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            i_on_j, j_on_i = _cell(correct, i, j), _cell(correct, j, i)
-            if i_on_j is None or j_on_i is None:
-                continue  # pair not evaluated: no evidence either way
-            i_on_j = np.asarray(i_on_j, dtype=bool)
-            j_on_i = np.asarray(j_on_i, dtype=bool)
-            if i_on_j.shape != j_on_i.shape:
-                raise ValueError(f"pair ({i}, {j}): correctness vectors differ in length")
-            out[i, j] = np.count_nonzero(i_on_j & ~j_on_i)
-            out[j, i] = np.count_nonzero(j_on_i & ~i_on_j)
+    a = np.asarray(anchors, dtype=np.float64)
+    w = np.asarray(won, dtype=np.float64) + prior
+    games = w + np.asarray(lost, dtype=np.float64) + prior
+    if not (a.shape == w.shape == games.shape) or a.ndim != 1:
+        raise ValueError("won, lost and anchors must be 1-D and of equal length")
+    if prior <= 0 or not np.isfinite(games).all() or (w < prior).any() or (games < w + prior).any():
+        raise ValueError("counts must be finite and non-negative, prior positive")
+    if a.size == 0:
+        return 0.0
+
+    def grad(s: float) -> tuple[float, float]:
+        p = 1.0 / (1.0 + np.exp(-(s - a)))
+        return float(w.sum() - (games * p).sum()), float(-(games * p * (1 - p)).sum())
+
+    lo, hi = float(a.min()) - 1.0, float(a.max()) + 1.0
+    while grad(lo)[0] < 0:
+        lo -= 2.0 * (hi - lo)
+    while grad(hi)[0] > 0:
+        hi += 2.0 * (hi - lo)
+    s = 0.5 * (lo + hi)
+    for _ in range(200):
+        g, h = grad(s)
+        if g > 0:
+            lo = s
+        else:
+            hi = s
+        step = s - g / h if h < 0 else math.nan
+        new = step if lo < step < hi else 0.5 * (lo + hi)  # Newton unless it leaves the bracket
+        if abs(new - s) < tol or hi - lo < tol:
+            return new
+        s = new
+    return s
+
+
+def robustness_scores(
+    wins: np.ndarray,
+    refs: Sequence[int],
+    *,
+    fixed: Mapping[int, float] | None = None,
+    prior: float = 0.5,
+) -> np.ndarray:
+    """Score of every network: references from `fixed` (else reference_scores), the
+    others placed one by one against the references only (place_score). So no network's
+    score depends on any other non-reference network."""
+    W = _wins(wins)
+    refs = [int(r) for r in refs]
+    ref_scores = dict(fixed) if fixed is not None else reference_scores(W, refs, prior=prior)
+    if set(ref_scores) != set(refs):
+        raise ValueError("fixed scores must cover exactly the references")
+    anchors = [ref_scores[r] for r in refs]
+    out = np.zeros(W.shape[0])
+    for i in range(W.shape[0]):
+        out[i] = ref_scores[i] if i in ref_scores else place_score(W[i, refs], W[refs, i], anchors, prior=prior)
     return out
 
 
-def robustness_scores(correct: Correctness, n: int | None = None, *, prior: float = 0.5) -> np.ndarray:
-    """Robustness score of every network: Bradley-Terry on the paired per-image outcomes.
-
-    n: number of networks (needed only for a mapping whose largest index is absent).
-    Returns natural-log strengths centred at 0; higher is more robust.
-    """
-    return bradley_terry(pairwise_wins(correct, n), prior=prior)
-
-
-def _matrix(M: np.ndarray) -> np.ndarray:
-    M = np.asarray(M, dtype=np.float64)
-    if M.ndim != 2 or M.shape[0] != M.shape[1]:
-        raise ValueError(f"cross-attack matrix must be square, got shape {M.shape}")
-    return M
+def _wins(wins: np.ndarray) -> np.ndarray:
+    if (W := np.asarray(wins)).ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"wins must be square, got shape {W.shape}")
+    return W
 
 
 def _size(correct: Correctness) -> int:

@@ -1,12 +1,15 @@
 """Recomputing the ladder, every level and every score from stored evaluations.
 
-The numbers come from engine.ladder (pure functions); this module only gathers the
-matrix from rows and writes the answer back, all in one transaction so a reader
-never sees half a ranking.
+The numbers come from engine.ladder (pure functions: the revised pairwise rule, ladder,
+levels, scores); this module only gathers per-image correctness from rows and writes
+the answer back, all in one transaction so a reader never sees half a ranking.
+Reference scores are fitted once per set of references and kept on the Benchmark, so
+uploads are placed against fixed scores and never move anyone else's (issue 16).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +26,11 @@ S = Network.Status
 
 @dataclass
 class MatrixData:
-    """The cross-attack matrix of the complete networks of a benchmark."""
+    """The cross-attack matrix of the complete networks of a benchmark.
+
+    correct[(i, j)]: network i right on each image of adv(j), diagonal (i, i) included
+    (white-box, from the network's own AdversarialDataset); empty without labels.
+    """
 
     networks: list[Network]
     M: np.ndarray
@@ -79,6 +86,9 @@ def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> Matr
     for i, a in enumerate(ids):
         adv: AdversarialDataset = candidates[a].adversarial
         M[i, i] = adv.whitebox_correct / adv.total if adv.total else 0.0
+        if labels is not None:
+            # The revised rule scores each network on its own white-box attack too.
+            correct[(i, i)] = adv.prediction_array() == labels
         for j, b in enumerate(ids):
             if i != j:
                 M[i, j] = acc[(a, b)]
@@ -93,25 +103,44 @@ class Ranking:
     levels: dict[int, int]
     deciding: dict[int, int | None]  # 1-based ladder position of the deciding comparison
     scores: dict[int, float]
+    reference_scores: dict[int, float] = field(default_factory=dict)  # network id -> score
+    reference_scores_refit: bool = False  # fitted now (the set of references changed)
 
 
-def ranking_compute(data: MatrixData) -> Ranking:
+def _robust_accuracies(data: MatrixData, refs: list[int]) -> list[float] | None:
+    """Robust accuracy per network when every reference has one, else None (the ladder
+    then breaks ties by mean transfer accuracy). Read with getattr: the field is added
+    to Network separately, and the ladder must work on a database without it."""
+    values = [getattr(n, "robust_accuracy", None) for n in data.networks]
+    if not refs or any(values[i] is None for i in refs):
+        return None
+    return [float("nan") if v is None else float(v) for v in values]
+
+
+def ranking_compute(data: MatrixData, *, reference_scores: Mapping[int | str, float] | None = None) -> Ranking:
+    """Ladder, levels and scores of `data` under the revised rule (engine.ladder).
+
+    reference_scores: the scores stored when the references were last ranked ({id: score},
+    JSON keys may be strings); used unchanged when they cover exactly the current
+    references, otherwise (empty, a reference added, removed or rebuilt under a new id)
+    the references are fitted again among themselves.
+    """
+    ids = [n.pk for n in data.networks]
     refs = [i for i, n in enumerate(data.networks) if n.is_reference]
-    order = ladder_engine.ladder_order(data.M, among=refs)
-    levels: dict[int, int] = {}
-    deciding: dict[int, int | None] = {}
-    for i, net in enumerate(data.networks):
-        result = ladder_engine.level_of(
-            data.M[i, :], data.M[:, i], order, skip=i if net.is_reference else None
-        )
-        levels[net.pk] = result.level
-        deciding[net.pk] = None if result.deciding is None else result.deciding + 1
-    scores = ladder_engine.robustness_scores(data.correct, len(data.networks)) if data.networks else []
+    wins = ladder_engine.pairwise_wins(data.correct, len(ids))
+    order = ladder_engine.ladder_order(wins, among=refs, robust=_robust_accuracies(data, refs), M=data.M)
+    results = ladder_engine.level_results(wins, order)
+    stored = {int(k): float(v) for k, v in (reference_scores or {}).items()}
+    refit = not stored or set(stored) != {ids[i] for i in refs}
+    fixed = None if refit else {i: stored[ids[i]] for i in refs}
+    scores = ladder_engine.robustness_scores(wins, refs, fixed=fixed)
     return Ranking(
-        ladder=[data.networks[i].pk for i in order],
-        levels=levels,
-        deciding=deciding,
-        scores={n.pk: float(s) for n, s in zip(data.networks, scores)},
+        ladder=[ids[i] for i in order],
+        levels={ids[x]: r.level for x, r in enumerate(results)},
+        deciding={ids[x]: None if r.deciding is None else r.deciding + 1 for x, r in enumerate(results)},
+        scores={pk: float(s) for pk, s in zip(ids, scores)},
+        reference_scores={ids[i]: float(scores[i]) for i in refs},
+        reference_scores_refit=refit,
     )
 
 
@@ -121,7 +150,7 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
         # Serialise concurrent recomputations on the benchmark row.
         benchmark = Benchmark.objects.select_for_update().get(pk=benchmark.pk)
         data = matrix_gather(benchmark=benchmark)
-        ranking = ranking_compute(data)
+        ranking = ranking_compute(data, reference_scores=benchmark.reference_scores)
         now = timezone.now()
         included = {n.pk for n in data.networks}
         for net in data.networks:
@@ -142,5 +171,6 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
         )
         benchmark.ladder = ranking.ladder
         benchmark.ranked_at = now
-        benchmark.save(update_fields=["ladder", "ranked_at"])
+        benchmark.reference_scores = {str(pk): score for pk, score in ranking.reference_scores.items()}
+        benchmark.save(update_fields=["ladder", "ranked_at", "reference_scores"])
     return ranking
