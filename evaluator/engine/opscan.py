@@ -2,9 +2,17 @@
 
 Loading a SavedModel runs code (resource initialisers, restored functions), and calling it
 runs whatever ops its graph holds, so the graph is checked first, straight from the
-protobuf: every node of every meta graph's graph_def and every function in its library
-(While/If/Case branches and PartitionedCall bodies are library functions, so nothing
-nested escapes the scan). Only ops on ALLOWED_OPS pass.
+protobuf: every node of the graph_def and every function in its library (While/If/Case
+branches and PartitionedCall bodies are library functions, so nothing nested escapes the
+scan). Only ops on ALLOWED_OPS pass.
+
+Nothing the uploader names is trusted (not the saver_def, not node names): what can run is
+decided the way tf.saved_model.load decides it. Its entry points are the functions the
+object graph names (restored tf.functions, bare concrete functions, signatures, resource
+and saveable functions, captured tensors) and the gradient functions the library
+registers (autodiff calls them); everything those call, by op name or function-valued
+attr, runs too. A SavedModel that load() would open through the TF1 path (which runs the
+saver's restore op and init ops while loading) is rejected outright.
 
 TensorFlow is imported lazily inside `scan_saved_model`: the web process imports this
 module (for ALLOWED_OPS and the types) and must never import TensorFlow.
@@ -21,13 +29,13 @@ from evaluator.engine.errors import OpScanError
 
 MAX_SAVED_MODEL_BYTES = 256 * 1024 * 1024
 
-# Checkpoint I/O: every TF2 export has a saver subgraph (`__inference__traced_save_*`,
-# `__inference__traced_restore_*`) named by the meta graph's saver_def and called only with
-# the filename the *loader* feeds. tf.saved_model.load never runs it (it restores variables
-# through its own Python saver from the model's own variables/ folder), and the TF1/C++
-# loaders feed the model's own variables path. These ops may therefore appear only in
-# functions reachable from the saver_def and from nowhere else: the same op inside a
-# serving function could write to or read from any path baked into the graph.
+# Checkpoint I/O: every TF2 export has saver functions (`__inference__traced_save_*`,
+# `__inference__traced_restore_*`) called only from top-level graph_def nodes, which only
+# the TF1/C++ loaders run, feeding the model's own variables path. tf.saved_model.load never
+# runs the graph_def nodes nor those functions (it restores variables through its own Python
+# saver from the model's own variables/ folder). These ops may therefore appear only in the
+# graph_def and in functions no entry point of the TF2 loader reaches: anywhere reachable,
+# the same op could write to or read from any path baked into the graph.
 CHECKPOINT_IO_OPS: frozenset[str] = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints"})
 
 # Built by exporting real models (Keras Sequential with Conv/Depthwise/Transpose conv,
@@ -107,6 +115,7 @@ ALLOWED_OPS: frozenset[str] = frozenset().union(
     _GRAPH_AND_CALLS, _VARIABLES_AND_SAVER, _ELEMENTWISE, _REDUCTIONS_AND_LINALG,
     _NN_AND_IMAGE, _ARRAYS, _RANDOM,
 )  # fmt: skip
+_REACHABLE_OPS = ALLOWED_OPS - CHECKPOINT_IO_OPS  # in functions the TF2 loader can reach
 
 _GRAPH = "graph"  # location label of the top-level graph_def
 _MAX_PLACES_SHOWN = 3
@@ -122,39 +131,94 @@ class ScanReport:
 
 
 def scan_saved_model(model_dir: Path) -> ScanReport:
-    """Check every op in `model_dir/saved_model.pb` against ALLOWED_OPS, without loading it."""
+    """Check every op in `model_dir/saved_model.pb` against the allowlist, without loading it.
+
+    Functions an entry point of the TF2 loader reaches may use ALLOWED_OPS but not
+    CHECKPOINT_IO_OPS; the graph_def's nodes and unreachable functions (the exporter's saver
+    functions) may use all of ALLOWED_OPS.
+    """
     saved_model = _parse(Path(model_dir) / "saved_model.pb")
     if not saved_model.meta_graphs:
         raise OpScanError("saved_model.pb holds no MetaGraph (not a TF2 SavedModel)")
+    meta_graph = _tf2_meta_graph(saved_model)
     from tensorflow.python.framework import op_def_registry
+
+    graph = meta_graph.graph_def
+    every = {f.signature.name: f for f in graph.library.function}
+    if len(every) < len(graph.library.function):  # reachability would see only one body
+        raise OpScanError("saved_model.pb defines a library function twice")
+    # A library function named like a registered op would shadow (or be shadowed by) that
+    # op at run time: calls to it count as the op, and its body may run wherever the op
+    # does, so it is scanned as reachable.
+    library = {name: f for name, f in every.items() if op_def_registry.get(name) is None}
+    reachable = _closure(_entry_points(meta_graph) | (every.keys() - library.keys()), every)
 
     used: dict[str, set[str]] = defaultdict(set)  # op -> places it is used
     bad: dict[str, set[str]] = defaultdict(set)
-    functions = nodes = 0
-    for meta_graph in saved_model.meta_graphs:
-        graph = meta_graph.graph_def
-        # A library function named like a registered op would shadow (or be shadowed by)
-        # that op at run time; treat such names as the op, never as a harmless call.
-        library = {
-            f.signature.name: f
-            for f in graph.library.function
-            if op_def_registry.get(f.signature.name) is None
-        }
-        functions += len(graph.library.function)
-        nodes += len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
-        saver_only = _saver_only_functions(meta_graph, library)
-        places: list[tuple[str, Iterable[Any]]] = [(_GRAPH, graph.node)]
-        places += [(f"function {f.signature.name}", f.node_def) for f in graph.library.function]
-        for place, node_defs in places:
-            io_allowed = place != _GRAPH and place.removeprefix("function ") in saver_only
-            for node in node_defs:
-                for op in _ops_of(node, library):
-                    used[op].add(place)
-                    if op not in ALLOWED_OPS or (op in CHECKPOINT_IO_OPS and not io_allowed):
-                        bad[op].add(place)
+    places: list[tuple[str, Iterable[Any], frozenset[str]]] = [(_GRAPH, graph.node, ALLOWED_OPS)]
+    for f in graph.library.function:
+        allowed = _REACHABLE_OPS if f.signature.name in reachable else ALLOWED_OPS
+        places.append((f"function {f.signature.name}", f.node_def, allowed))
+    for place, node_defs, allowed in places:
+        for node in node_defs:
+            for op in _ops_of(node, library):
+                used[op].add(place)
+                if op not in allowed:
+                    bad[op].add(place)
     if bad:
         raise OpScanError(_describe(bad), ops=frozenset(bad))
-    return ScanReport(ops=frozenset(used), functions=functions, nodes=nodes)
+    nodes = len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+    return ScanReport(ops=frozenset(used), functions=len(graph.library.function), nodes=nodes)
+
+
+def _tf2_meta_graph(saved_model: Any) -> Any:
+    """The one meta graph tf.saved_model.load opens with its TF2 loader.
+
+    Mirrors load_partial() in tensorflow/python/saved_model/load.py: anything other than
+    exactly one meta graph holding an object_graph_def goes through load_v1_in_v2, which
+    runs the graph's own saver restore op and init ops while loading.
+    """
+    metas = saved_model.meta_graphs
+    if len(metas) == 1 and metas[0].HasField("object_graph_def"):
+        return metas[0]
+    why = "no object graph" if len(metas) == 1 else f"{len(metas)} meta graphs"
+    raise OpScanError(
+        f"saved_model.pb is a TF1-format SavedModel ({why}); loading it would run its own "
+        "saver and init ops, so it is not accepted. Re-export it with TensorFlow 2: "
+        "tf.saved_model.save(model, path), or model.export(path) for a Keras model."
+    )
+
+
+def _entry_points(meta_graph: Any) -> set[str]:
+    """Names of every function the TF2 loader, or autodiff on what it returns, may call.
+
+    Every string anywhere in the object graph counts (a node's function.concrete_functions,
+    bare_concrete_function.concrete_function_name, the concrete_functions keys, signature
+    map children, resource and saveable functions, captured_tensor.concrete_function): the
+    proto is walked generically, so no field can hide a function. Plus function aliases and
+    the library's gradient functions. Names that are no library function are harmless.
+    """
+    library = meta_graph.graph_def.library
+    roots = set(_strings(meta_graph.object_graph_def))
+    roots.update(meta_graph.meta_info_def.function_aliases)
+    roots.update(g.gradient_func for g in library.gradient)
+    roots.update(g.gradient_func for g in library.registered_gradients)
+    return roots
+
+
+def _strings(message: Any) -> Iterable[str]:
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            values = [item for pair in value.items() for item in pair]
+        elif isinstance(value, (str, bytes, int, float)) or hasattr(value, "ListFields"):
+            values = [value]
+        else:  # a repeated field (protobuf's descriptor API for that varies by version)
+            values = list(value)
+        for item in values:
+            if isinstance(item, str):
+                yield item
+            elif hasattr(item, "ListFields"):
+                yield from _strings(item)
 
 
 def _parse(path: Path) -> Any:
@@ -210,31 +274,19 @@ def _calls(node_defs: Iterable[Any], library: dict[str, Any]) -> set[str]:
 
 
 def _closure(roots: set[str], library: dict[str, Any]) -> set[str]:
+    """`roots` and all they call, directly or not (a function's own attrs count too)."""
     seen: set[str] = set()
     todo = [r for r in roots if r in library]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(_calls(library[name].node_def, library) - seen)
+            fdef = library[name]
+            named = set(_func_refs(fdef.attr.values()))
+            named.update(v.s.decode(errors="replace") for v in fdef.attr.values() if v.s)
+            called = _calls(fdef.node_def, library) | (named & library.keys())
+            todo.extend(called - seen)
     return seen
-
-
-def _saver_only_functions(meta_graph: Any, library: dict[str, Any]) -> set[str]:
-    """Functions reachable from the saver_def's save/restore nodes and from nothing else."""
-    saver = meta_graph.saver_def
-    saver_nodes = {
-        name.lstrip("^").split(":")[0]
-        for name in (saver.save_tensor_name, saver.restore_op_name)
-        if name
-    }
-    graph_nodes = meta_graph.graph_def.node
-    saver_calls = _calls([n for n in graph_nodes if n.name in saver_nodes], library)
-    saver_fns = _closure(saver_calls, library)
-    other_roots = _calls([n for n in graph_nodes if n.name not in saver_nodes], library)
-    # Every library function that is not saver code counts as model code, called or not.
-    other_roots |= set(library) - saver_fns
-    return saver_fns - _closure(other_roots, library)
 
 
 def _describe(bad: dict[str, set[str]]) -> str:
@@ -245,4 +297,7 @@ def _describe(bad: dict[str, set[str]]) -> str:
         if len(where) > _MAX_PLACES_SHOWN:
             shown += f" and {len(where) - _MAX_PLACES_SHOWN} more"
         parts.append(f"{op} (in {shown})")
-    return "disallowed TensorFlow op(s): " + "; ".join(parts)
+    message = "disallowed TensorFlow op(s): " + "; ".join(parts)
+    if CHECKPOINT_IO_OPS & bad.keys():
+        message += " (checkpoint ops may appear only in the exporter's own saver functions)"
+    return message
