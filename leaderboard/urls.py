@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/networks/<int:pk>", api.network_detail, name="api-network"),
     path("api/networks/<int:pk>/adversarial.npz", api.adversarial_npz, name="api-adversarial"),
     path("api/benchmarks/<slug:name>/universal.npz", api.universal_npz, name="api-universal"),
+    path("api/benchmarks/<slug:name>/eval-split.json", api.eval_split_json, name="api-eval-split"),
+    path("api/benchmarks/<slug:name>/eval-split.csv", api.eval_split_csv, name="api-eval-split-csv"),
     # Pages
     path("", pages.index, name="index"),
     path("networks/upload/", networks.upload, name="upload"),

@@ -172,13 +172,16 @@ def test_delete_own_network_only(client, alice, bob, monkeypatch) -> None:
 
 
 def test_downloads_are_npz(client) -> None:
+    """Staff download references' sets and universal perturbations (SPEC §2 Secrecy;
+    who else may is tests/test_permissions.py)."""
     suite = fake_suite(references=2)
     ref = suite.references[0]
-    resp = client.get(f"/api/networks/{ref.pk}/adversarial.npz")
+    staff = User.objects.create_user("root", is_staff=True)
+    resp = client.get(f"/api/networks/{ref.pk}/adversarial.npz", **_auth(staff))
     assert resp.status_code == 200
     data = np.load(io.BytesIO(b"".join(resp.streaming_content)))
     assert data["adversarial"].shape[0] == len(suite.labels)
-    resp = client.get("/api/benchmarks/mnist-5k/universal.npz")
+    resp = client.get("/api/benchmarks/mnist-5k/universal.npz", **_auth(staff))
     assert resp.status_code == 200
     data = np.load(io.BytesIO(b"".join(resp.streaming_content)))
     assert data["perturbations"].shape[0] == 6

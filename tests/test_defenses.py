@@ -152,13 +152,89 @@ def test_noise_uses_the_orchestrators_probe(digits, tmp_path: Path) -> None:
     assert [row["sigma"] for row in result.report["grid"]] == [0.0, 0.3]  # σ = 0 is always the baseline
 
 
-def test_noise_output_varies_between_calls(digits, tmp_path: Path) -> None:
-    ctx = BuildContext(digits, tmp_path / "noise", scale=TINY, params={"sigma": 0.3, "sigma_grid": [0.3]})
-    result = RECIPES["noise"].build(ctx)
+@pytest.fixture(scope="module")
+def noise_twins(digits, tmp_path_factory: pytest.TempPathFactory) -> list[BuildResult]:
+    """Two tiny noise references built with the same seed (σ fixed at 0.3)."""
+    root = tmp_path_factory.mktemp("noise-twins")
+    return [RECIPES["noise"].build(BuildContext(digits, root / str(i), scale=TINY, seed=3,
+                                                params={"sigma": 0.3, "sigma_grid": [0.3]}))
+            for i in range(2)]
+
+
+def test_noise_output_varies_between_calls(noise_twins, digits) -> None:
+    result = noise_twins[0]
     assert result.report["sigma"] == 0.3 and result.params["sigma"] == 0.3
     serve = _serve(result.model_dir)
     first, second = serve(digits.x_eval[:20]), serve(digits.x_eval[:20])
     assert np.all(np.isfinite(first)) and not np.allclose(first, second)
+
+
+def _random_nodes(model_dir: Path) -> list:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((model_dir / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].graph_def
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    random_ops = ("Random", "Rng", "StatelessRandom", "StatelessTruncated", "StatefulStandard",
+                  "StatefulUniform", "StatefulTruncated", "TruncatedNormal", "Multinomial")
+    return [n for n in nodes if any(name in n.op for name in random_ops)]
+
+
+def test_noise_inference_op_is_unseeded_and_allowed(noise_twins) -> None:
+    """Issue 16: no seed in the exported graph (seed = seed2 = 0 means "seed from the OS"),
+    though the build ran under a global seed; and the op scan still accepts the model."""
+    from evaluator.engine.opscan import ALLOWED_OPS, scan_saved_model
+
+    nodes = _random_nodes(noise_twins[0].model_dir)
+    assert nodes and {n.op for n in nodes} == {"RandomStandardNormal"}, [n.op for n in nodes]
+    for node in nodes:  # attributes equal to their default (0) are stripped on export
+        assert node.attr["seed"].i == 0 and node.attr["seed2"].i == 0, node
+    report = scan_saved_model(noise_twins[0].model_dir)
+    assert "RandomStandardNormal" in report.ops and report.ops <= ALLOWED_OPS
+
+
+_SERVE_ONCE = (
+    "import sys, numpy as np, tensorflow as tf; "
+    "f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']; "
+    "np.save(sys.argv[3], next(iter(f(tf.constant(np.load(sys.argv[2]))).values())).numpy())"
+)
+
+
+def test_noise_differs_between_processes(noise_twins, digits, tmp_path: Path) -> None:
+    """Two processes that load the same SavedModel and feed the same images draw different
+    noise (a fixed seed in the graph made them agree to the last bit)."""
+    import os
+    import subprocess
+    import sys
+
+    model_dir = noise_twins[0].model_dir
+    x = tmp_path / "x.npy"
+    np.save(x, digits.x_eval[:20])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    outputs = []
+    for i in range(2):
+        out = tmp_path / f"out{i}.npy"
+        done = subprocess.run([sys.executable, "-c", _SERVE_ONCE, str(model_dir), str(x), str(out)],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(np.load(out))
+    a, b = outputs
+    assert a.shape == (20, digits.num_classes) and np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+    assert not np.allclose(a, b)
+    # Same input, σ = 0.3: the noise moves the logits but the network still agrees with
+    # itself on most images, so the difference is noise, not a broken model.
+    assert np.mean(a.argmax(1) == b.argmax(1)) > 0.5
+
+
+def test_noise_training_with_the_same_seed_gives_the_same_weights(noise_twins) -> None:
+    """Fixed seeds stay where they belong: training and the σ grid are reproducible."""
+    first, second = ([v.numpy() for v in tf.saved_model.load(str(r.model_dir)).variables] for r in noise_twins)
+    assert len(first) == len(second) > 0
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert noise_twins[0].report["grid"] == noise_twins[1].report["grid"]
+    assert noise_twins[0].report["final_loss"] == noise_twins[1].report["final_loss"]
 
 
 def test_choose_sigma_rule() -> None:

@@ -54,11 +54,18 @@ def test_network_page_explains_level_and_shows_plots_and_gallery(client) -> None
     assert f"{deciding['ours'] * 100:.1f}%</strong> vs <strong>{deciding['theirs'] * 100:.1f}%" in html
     assert "on each other&#x27;s attacks" in html or "on each other's attacks" in html
     assert re.search(r"p (&lt;|<) 0\.001|p = \d\.\d{3}", html)
-    # One row per reference, in ladder order.
+    # One row per reference, in ladder order: the revised counts, then the charter's numbers.
     table = html.split('class="comparisons"')[1].split("</table>")[0]
     assert [int(x) for x in re.findall(r"<td>R(\d+)</td>", table)] == list(range(1, 5))
     for ref in suite.references:
         assert ref.name in table
+    assert "Charter rule (transfer only)" in table
+    for c in comparisons:
+        assert c["images"] == 2 * len(suite.labels)
+        assert f"{c['ours_correct']}/{c['images']}" in table and f"{c['theirs_correct']}/{c['images']}" in table
+        assert f"{c['charter']['ours'] * 100:.1f}% vs {c['charter']['theirs'] * 100:.1f}%" in table
+    note = html.split("</table>")[1]
+    assert "no longer decides the level" in note and "two different image sets" in note
     # Heatmaps: clean, universal, own attack and a select for the others.
     for key in ("clean", "universal", "own", "other"):
         assert f'id="fig-{key}"' in html
@@ -349,9 +356,39 @@ def test_gallery_original_matches_dataset(client) -> None:
     assert np.array_equal(img[::14, ::14], expected)
 
 
-def test_reference_page_leaves_itself_out(client) -> None:
+def test_reference_page_own_rung_stops_its_climb(client) -> None:
     suite = fake_suite(references=3)
     top = Network.objects.get(pk=suite.benchmark.ladder[-1])
     html = _text(client.get(f"/networks/{top.pk}/"))
-    assert "left out of its own ladder" in html and "reference" in html
+    assert "its own rung (no network is more robust than itself" in html and "reference" in html
+    # The top reference beats the rungs below it; its own rung stops the climb and decides.
+    assert top.level == 2 and top.deciding_rung == 3
+    own_row = html.split('class="comparisons"')[1].split("</table>")[0].split("<tr")[-1]
+    assert "R3" in own_row and "decides the level" in own_row
     assert f"Level {top.level} robustness" in html
+
+
+def test_pairwise_rows_count_both_attacks_from_stored_predictions() -> None:
+    """Each row's revised numbers from the stored rows directly (no engine): this network
+    and the reference on adv(this) + adv(reference); the charter's, the two cross cells."""
+    from evaluator.models import Evaluation
+
+    suite = fake_suite(references=3, uploads=1)
+    net = Network.objects.get(pk=suite.uploads[0].pk)
+    labels = suite.labels
+    for c in selectors.reference_comparisons(network=net):
+        ref = c["reference"]
+        mine = Evaluation.objects.get(network=net, source=ref).prediction_array() == labels
+        theirs = Evaluation.objects.get(network=ref, source=net).prediction_array() == labels
+        own = net.adversarial.prediction_array() == labels
+        ref_own = ref.adversarial.prediction_array() == labels
+        assert c["ours_correct"] == own.sum() + mine.sum()
+        assert c["theirs_correct"] == theirs.sum() + ref_own.sum()
+        assert c["wins"] == (c["ours_correct"] > c["theirs_correct"])
+        assert c["tie"] == (c["ours_correct"] == c["theirs_correct"])
+        assert c["ours"] == pytest.approx(c["ours_correct"] / (2 * len(labels)))
+        assert c["charter"]["ours"] == pytest.approx(mine.mean())
+        assert c["charter"]["theirs"] == pytest.approx(theirs.mean())
+        assert c["charter"]["wins"] == (mine.sum() > theirs.sum())
+        assert 0.0 <= c["p_value"] <= 1.0 and c["significant"] == (c["p_value"] < 0.05)
+

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpRequest, JsonResponse
+import csv
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from evaluator.models import AdversarialDataset, UniversalSet
 from evaluator.services import storage
 from leaderboard import selectors, services
 from leaderboard.auth import request_user, token_user
@@ -100,22 +101,81 @@ def network_create(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": network.pk, "status": network.status, "url": url}, status=202)
 
 
+def _refused(user, message: str) -> JsonResponse:
+    """401 to an anonymous caller (sign in or send a token), 403 to a signed-in one."""
+    if not user.is_authenticated:
+        response = _error(f"{message}; sign in or send a valid API token: Authorization: Token <key>", 401)
+        response["WWW-Authenticate"] = "Token"
+        return response
+    return _error(message, 403)
+
+
 @require_GET
 def adversarial_npz(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
-    network = selectors.network_get_visible(user=request_user(request), pk=pk)
-    adv = AdversarialDataset.objects.filter(network=network).first()
-    if adv is None:
+    """SPEC §2 Secrecy: the owner and staff only (references: staff only). A network the
+    caller may not see at all answers 404, as everywhere, so ids reveal nothing."""
+    user = request_user(request)
+    try:
+        network = selectors.network_get_visible(user=user, pk=pk)
+    except Http404:
+        return _error("no such network", 404)
+    if not selectors.can_download_adversarial(user=user, network=network):
+        whose = "staff" if network.is_reference else "the network's owner and staff"
+        return _refused(user, f"adversarial sets are secret: only {whose} may download this one")
+    relative = selectors.adversarial_file(network=network)
+    if relative is None:
         return _error("this network has no adversarial set yet", 404)
-    return _npz(adv.file, f"adversarial-{network.pk}.npz")
+    return _npz(relative, f"adversarial-{network.pk}.npz")
 
 
 @require_GET
 def universal_npz(request: HttpRequest, name: str) -> FileResponse | JsonResponse:
-    bench = selectors.benchmark_get(name)
-    universal = UniversalSet.objects.filter(benchmark=bench).first()
-    if universal is None:
+    """SPEC §2 Secrecy: universal perturbations are served to staff only."""
+    user = request_user(request)
+    try:
+        bench = selectors.benchmark_get(name)
+    except Http404:
+        return _error(f"no benchmark named {name!r}", 404)
+    if not selectors.can_download_universal(user=user):
+        return _refused(user, "universal perturbations are secret: only staff may download them")
+    relative = selectors.universal_file(benchmark=bench)
+    if relative is None:
         return _error("this benchmark has no universal perturbations yet", 404)
-    return _npz(universal.file, f"universal-{bench.name}.npz")
+    return _npz(relative, f"universal-{bench.name}.npz")
+
+
+def _eval_split(name: str) -> dict | JsonResponse:
+    try:
+        return selectors.eval_split(benchmark=selectors.benchmark_get(name))
+    except Http404 as exc:
+        return _error(str(exc), 404)
+
+
+@require_GET
+def eval_split_json(request: HttpRequest, name: str) -> JsonResponse:
+    """The public clean eval split (indices, labels, pixel hashes): SPEC §2 Secrecy."""
+    data = _eval_split(name)
+    if isinstance(data, JsonResponse):
+        return data
+    response = JsonResponse(data)
+    response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@require_GET
+def eval_split_csv(request: HttpRequest, name: str) -> HttpResponse:
+    """The same split as CSV: one row per eval image (source_index empty when unknown)."""
+    data = _eval_split(name)
+    if isinstance(data, JsonResponse):
+        return data
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="eval-split-{data["benchmark"]}.csv"'
+    response["Cache-Control"] = "public, max-age=300"
+    writer = csv.writer(response)
+    writer.writerow(selectors.EVAL_SPLIT_COLUMNS)
+    for row in data["images"]:
+        writer.writerow(["" if row[key] is None else row[key] for key in selectors.EVAL_SPLIT_COLUMNS])
+    return response
 
 
 def _npz(relative: str, filename: str) -> FileResponse | JsonResponse:

@@ -10,8 +10,12 @@ orchestrator). Rule: the σ with the best probe accuracy among those losing at m
 `max_clean_drop` clean accuracy against σ = 0 (ties -> the smaller σ). Without a probe
 the recipe makes its own: PGD against its own noise-free classifier on the held-out
 slice (recorded as report["probe_source"]). params["sigma"] fixes σ instead.
-Inference: clip(x + σ·N(0, 1), 0, 1) inside the graph, fresh noise on every call, so
-the exported network is deliberately not deterministic.
+Inference: clip(x + σ·N(0, 1), 0, 1) inside the graph, fresh noise on every call and in
+every process, so the exported network is deliberately not deterministic. Fixed seeds
+serve the training (augmentation, shuffling, initialisation) and the σ grid only; the
+inference noise op is exported unseeded (seed = seed2 = 0: TensorFlow seeds its kernel
+from the operating system when the model is loaded), so nobody can replay it from the
+code, whatever global seed was set while the build traced the graph.
 """
 
 from __future__ import annotations
@@ -28,15 +32,32 @@ from evaluator.engine.defenses.base import (
 )
 
 
+def fresh_normal(shape: tf.Tensor) -> tf.Tensor:
+    """N(0, 1) noise from an unseeded source: a RandomStandardNormal op with seed = seed2 = 0.
+
+    tf.random.normal would not do: under the global seed a build sets
+    (keras.utils.set_random_seed) it bakes a derived, fixed (seed, seed2) into the op, and
+    every process that loads the SavedModel replays the same "random" noise. With both
+    attributes 0 TensorFlow seeds the kernel from the operating system (random::New64) when
+    the model is loaded; its state then advances, so every call draws new noise too.
+    """
+    return tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0)
+
+
 class InputNoise(keras.layers.Layer):
-    """Adds N(0, σ²) noise and clips to [0, 1], at inference too (unlike keras GaussianNoise)."""
+    """Adds N(0, σ²) noise and clips to [0, 1], at inference too (unlike keras GaussianNoise),
+    drawn fresh on every call from an unseeded source (fresh_normal)."""
 
     def __init__(self, sigma: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sigma = float(sigma)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.clip_by_value(x + tf.random.normal(tf.shape(x), stddev=self.sigma), 0.0, 1.0)
+        x = tf.convert_to_tensor(x, dtype=tf.float32)
+        return tf.clip_by_value(x + self.sigma * fresh_normal(tf.shape(x)), 0.0, 1.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "sigma": self.sigma}
 
 
 def _noisy(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -59,6 +80,7 @@ def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
     base = classifier(ds, p, name="noise_base")
     sigmas = tf.constant(grid, dtype=tf.float32)
 
+    # Training noise stays seeded (the build's global seed): same seed, same weights.
     def augment(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         pick = tf.random.uniform([tf.shape(xb)[0], 1, 1, 1], 0, len(grid), dtype=tf.int32)
         sigma = tf.gather(sigmas, pick)
