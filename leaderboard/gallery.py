@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -159,6 +160,38 @@ def gallery_png(*, network, adversarial, index: int, part: str) -> bytes:
         return perturbation_image(adv_image - original, scale)[0]
 
     return cached_png(f"networks/{network.pk}/gallery-{version}-{index}-{part}", render)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The gallery sample of a network's adversarial set: the eval indices the page shows,
+    with the arrays they were chosen from."""
+
+    indices: list[int]
+    labels: np.ndarray
+    predictions: np.ndarray  # the network's predictions on its own adversarial images
+    targets: np.ndarray | None
+
+
+def gallery_sample(*, benchmark, adversarial) -> Sample | None:
+    """The sample the network page shows (None when a file is missing or inconsistent).
+
+    SPEC §2 Secrecy: these few images are all of an adversarial set that is rendered for
+    viewers who may not download the set (views/networks.py gallery_image).
+    """
+    if adversarial is None or not benchmark.data_file:
+        return None
+    try:
+        labels = storage.eval_labels(benchmark.data_file)
+        targets = eval_targets(benchmark.data_file, adversarial.file)
+    except (FileNotFoundError, OSError, KeyError, ValueError):
+        return None
+    predictions = adversarial.prediction_array()
+    if len(predictions) != len(labels):
+        return None
+    if targets is not None and len(targets) != len(labels):
+        targets = None
+    return Sample(gallery_indices(labels, predictions, targets), labels, predictions, targets)
 
 
 def gallery_indices(labels: np.ndarray, predictions: np.ndarray, targets: np.ndarray | None,

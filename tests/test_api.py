@@ -191,3 +191,110 @@ def test_create_token_command(alice, capsys) -> None:
     call_command("create_token", "alice")
     key = capsys.readouterr().out.strip()
     assert ApiToken.objects.get(key=key).user == alice
+
+
+# --------------------------------------------------------------------------- errors are JSON (issue 14)
+
+
+def _json_error(response, status: int) -> str:
+    """Every /api/ error: JSON with an `error` message and the status asked for."""
+    assert response.status_code == status, (response.status_code, response.content[:300])
+    assert response["Content-Type"] == "application/json", response["Content-Type"]
+    assert b"<html" not in response.content.lower()
+    message = response.json()["error"]
+    assert isinstance(message, str) and message
+    return message
+
+
+def test_unknown_network_ids_are_json_404(client, alice) -> None:
+    suite = fake_suite(references=2)
+    for url in ("/api/networks/999999", "/api/networks/999999/adversarial.npz",
+                "/api/networks/99999999999999999999999999"):
+        assert "no such network" in _json_error(client.get(url), 404), url
+    assert "no such network" in _json_error(client.delete("/api/networks/999999", **_auth(alice)), 404)
+    # A network of someone else's that is private reads the same as one that never existed.
+    secret = fake_network(suite.benchmark, suite.labels, name="secret", strength=0.5, owner=alice,
+                          is_public=False, peers=suite.references, seed=5)
+    assert "no such network" in _json_error(client.get(f"/api/networks/{secret.pk}"), 404)
+
+
+@pytest.mark.parametrize("url", ["/api/leaderboard?benchmark=nope", "/api/matrix?benchmark=nope",
+                                 "/api/benchmarks/nope/universal.npz", "/api/benchmarks/nope/eval-split.json",
+                                 "/api/benchmarks/nope/eval-split.csv"])
+def test_unknown_benchmark_is_json_404_on_every_get_endpoint(client, url) -> None:
+    fake_suite(references=2)
+    staff = User.objects.create_user("root", is_staff=True)
+    for headers in ({}, _auth(staff)):
+        assert "nope" in _json_error(client.get(url, **headers), 404)
+
+
+def test_bad_uploads_are_json_400(client, alice, settings) -> None:
+    fake_suite(references=2)
+    headers = _auth(alice)
+    assert "exactly one file" in _json_error(client.post("/api/networks", {"name": "x"}, **headers), 400)
+    assert "exactly one file" in _json_error(client.post("/api/networks", {}, **headers), 400)
+    # An unknown benchmark in the upload's fields is bad input, not a missing page.
+    data = {"file": io.BytesIO(_zip_bytes()), "name": "x", "benchmark": "nope"}
+    assert "nope" in _json_error(client.post("/api/networks", data, **headers), 400)
+    # A request Django itself refuses (a Host it does not serve) is JSON too.
+    settings.ALLOWED_HOSTS = ["testserver"]
+    _json_error(client.get("/api/leaderboard", HTTP_HOST="evil.example"), 400)
+    assert Network.objects.filter(is_reference=False).count() == 0
+
+
+def test_refusals_are_json_401_and_403(client, alice, bob) -> None:
+    suite = fake_suite(references=2)
+    mine = fake_network(suite.benchmark, suite.labels, name="mine", strength=0.5, owner=alice,
+                        peers=suite.references, seed=3)
+    assert "token" in _json_error(client.post("/api/networks", {"file": io.BytesIO(_zip_bytes())}), 401)
+    assert "token" in _json_error(client.delete(f"/api/networks/{mine.pk}"), 401)
+    assert "owner" in _json_error(client.delete(f"/api/networks/{mine.pk}", **_auth(bob)), 403)
+    assert "secret" in _json_error(client.get(f"/api/networks/{mine.pk}/adversarial.npz", **_auth(bob)), 403)
+
+
+@pytest.mark.parametrize("method, url, allowed", [
+    ("post", "/api/leaderboard", "GET"), ("delete", "/api/matrix", "GET"), ("get", "/api/networks", "POST"),
+    ("put", "/api/networks/{pk}", "GET, DELETE"), ("post", "/api/networks/{pk}/adversarial.npz", "GET"),
+    ("patch", "/api/benchmarks/mnist-5k/universal.npz", "GET"),
+    ("post", "/api/benchmarks/mnist-5k/eval-split.json", "GET"),
+])
+def test_wrong_method_is_json_405(alice, method, url, allowed) -> None:
+    from django.test import Client
+
+    suite = fake_suite(references=2)
+    # With the session and CSRF checks on, as from a browser: the answer is still the 405.
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    response = getattr(client, method)(url.format(pk=suite.references[0].pk))
+    assert method.upper() in _json_error(response, 405)
+    assert response["Allow"] == allowed
+
+
+@pytest.mark.parametrize("url", ["/api/nope", "/api/", "/api/networks/abc", "/api/leaderboard/",
+                                 "/api/networks/1/gallery/0.png"])
+def test_unknown_api_url_is_json_404(client, url) -> None:
+    assert "no such API endpoint" in _json_error(client.get(url), 404)
+
+
+def test_a_crash_is_json_500_without_details(monkeypatch) -> None:
+    from django.test import Client
+
+    fake_suite(references=2)
+
+    def boom(**kwargs):
+        raise RuntimeError("secret internals /var/lib/ladder")
+
+    monkeypatch.setattr("leaderboard.selectors.matrix_for", boom)
+    response = Client(raise_request_exception=False).get("/api/matrix")
+    assert "internal server error" in _json_error(response, 500)
+    assert b"secret internals" not in response.content and b"Traceback" not in response.content
+
+
+def test_pages_outside_the_api_keep_their_html_errors(client) -> None:
+    fake_suite(references=2)
+    for url in ("/nope/", "/networks/999999/", "/apiary", "/benchmark/?benchmark=nope"):
+        response = client.get(url)
+        assert response.status_code == 404 and response["Content-Type"].startswith("text/html"), url
+        assert "Not found" in response.content.decode()
+    response = client.post("/matrix/")
+    assert response.status_code in (403, 405) and not response["Content-Type"].startswith("application/json")

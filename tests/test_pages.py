@@ -7,7 +7,7 @@ import io
 import re
 
 import pytest
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from PIL import Image
 
 from leaderboard import selectors
@@ -171,10 +171,18 @@ def test_benchmark_page(client) -> None:
     by_pk = {n.pk: n.name for n in ladder_names}
     assert names == [by_pk[pk] for pk in suite.benchmark.ladder]
     assert "Wilson" in table
-    for url in ("/benchmark/samples.png", "/benchmark/universal.png"):
-        png = client.get(url)
-        assert png.status_code == 200 and png["Content-Type"] == "image/png"
-        Image.open(io.BytesIO(png.content)).load()
+    png = client.get("/benchmark/samples.png")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png"
+    Image.open(io.BytesIO(png.content)).load()
+    # SPEC §2 Secrecy: the universal perturbations, page and image alike, to staff only.
+    assert "/benchmark/universal.png" not in html
+    assert client.get("/benchmark/universal.png").status_code == 403
+    client.force_login(User.objects.create_user("root", is_staff=True))
+    assert "/benchmark/universal.png" in _text(client.get("/benchmark/"))
+    png = client.get("/benchmark/universal.png")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and "private" in png["Cache-Control"]
+    Image.open(io.BytesIO(png.content)).load()
 
 
 def test_plotly_is_served_from_our_static_files(client) -> None:

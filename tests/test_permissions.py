@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 
 import numpy as np
 import pytest
@@ -21,9 +22,10 @@ from django.test import Client
 
 from evaluator.models import AdversarialDataset, UniversalSet
 from evaluator.services import storage
+from leaderboard import gallery
 from leaderboard.models import ApiToken, Benchmark, Network
 from leaderboard.services import token_create
-from tests.fakes import World, stub_zip
+from tests.fakes import EVAL, World, stub_zip
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +46,7 @@ STAFF_ONLY = {"anon": f"302>{ADMIN_LOGIN}", "owner": f"302>{ADMIN_LOGIN}",
               "other": f"302>{ADMIN_LOGIN}", "staff": 200}
 STAFF_ACTION = {**STAFF_ONLY, "staff": "302>/admin/"}
 OWNER_DOWNLOAD = {"anon": 401, "owner": 200, "other": 403, "staff": 200}
+STAFF_IMAGE = {"anon": 404, "owner": 404, "other": 404, "staff": 200}
 STAFF_DOWNLOAD = {"anon": 401, "owner": 403, "other": 403, "staff": 200}
 
 MATRIX: list[tuple[str, str, str, dict | None, dict[str, int | str]]] = [
@@ -56,7 +59,16 @@ MATRIX: list[tuple[str, str, str, dict | None, dict[str, int | str]]] = [
     ("GET", "/matrix/", "session", None, EVERYONE),
     ("GET", "/benchmark/", "session", None, EVERYONE),
     ("GET", "/benchmark/samples.png", "session", None, EVERYONE),
-    ("GET", "/networks/{pub}/gallery/0.png?part=original", "session", None, EVERYONE),
+    # Gallery images (SPEC §2 Secrecy): the sample the page shows to whoever sees the
+    # page; any other index only to those who may download the set ({*_hidden}: not shown).
+    ("GET", "/networks/{pub}/gallery/{pub_sample}.png?part=original", "session", None, EVERYONE),
+    ("GET", "/networks/{pub}/gallery/{pub_sample}.png?part=adversarial", "session", None, EVERYONE),
+    ("GET", "/networks/{pub}/gallery/{pub_hidden}.png?part=adversarial", "session", None, OWN_OR_STAFF),
+    ("GET", "/networks/{pub}/gallery/{pub_hidden}.png?part=perturbation", "session", None, OWN_OR_STAFF),
+    ("GET", "/networks/{ref}/gallery/{ref_sample}.png?part=adversarial", "session", None, EVERYONE),
+    ("GET", "/networks/{ref}/gallery/{ref_hidden}.png?part=adversarial", "session", None, STAFF_IMAGE),
+    ("GET", "/networks/{ref}/gallery/{ref_hidden}.png?part=original", "session", None, STAFF_IMAGE),
+    ("GET", "/benchmark/universal.png", "session", None, {"anon": 403, "owner": 403, "other": 403, "staff": 200}),
     ("GET", "/networks/{priv}/gallery/0.png?part=original", "session", None, OWN_OR_STAFF),
     ("GET", "/networks/{priv}/gallery/0.png?part=perturbation", "session", None, OWN_OR_STAFF),
     ("GET", "/networks/{priv}/gallery/0.png?part=adversarial", "session", None, OWN_OR_STAFF),
@@ -138,7 +150,18 @@ MATRIX: list[tuple[str, str, str, dict | None, dict[str, int | str]]] = [
 ]
 
 
+def _sample(net: Network) -> list[int]:
+    """The eval indices of the gallery a network's page shows."""
+    adv = AdversarialDataset.objects.get(network=net)
+    return gallery.gallery_sample(benchmark=net.benchmark, adversarial=adv).indices
+
+
 def _fill(text: str, w: World) -> str:
+    if "_sample}" in text or "_hidden}" in text:
+        pub, ref = _sample(w.pub), _sample(w.ref)
+        hidden = {k: next(i for i in range(EVAL) if i not in s) for k, s in (("pub", pub), ("ref", ref))}
+        text = text.format_map({"pub_sample": pub[-1], "ref_sample": ref[-1], "pub_hidden": hidden["pub"],
+                                "ref_hidden": hidden["ref"], "pub": "{pub}", "ref": "{ref}"})
     return text.format(pub=w.pub.pk, priv=w.priv.pk, ref=w.ref.pk, alice_token=w.alice_token.pk)
 
 
@@ -248,6 +271,33 @@ def test_private_gallery_images_404_for_others_but_not_owner(client, world) -> N
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200 and response["Content-Type"] == "image/png", url
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_gallery_images_beyond_the_shown_sample_only_to_those_who_may_download(client, world, role) -> None:
+    """SPEC §2 Secrecy: walking /gallery/<i>.png over every index must not rebuild a set
+    the viewer may not download: only the images the page itself shows are served."""
+    w = world
+    if role != "anon":
+        client.force_login(w.user(role))
+    for net, whole in ((w.pub, role in ("owner", "staff")), (w.ref, role == "staff")):
+        html = client.get(f"/networks/{net.pk}/").content.decode()
+        shown = {int(i) for i in re.findall(rf"/networks/{net.pk}/gallery/(\d+)\.png\?part=adversarial", html)}
+        assert len(shown) == gallery.GALLERY_SIZE and shown == set(_sample(net))
+        # Every index of the adversarial images where they are refused; a spread where not.
+        for part, indices in (("adversarial", range(0, EVAL, 5 if whole else 1)),
+                              ("perturbation", range(0, EVAL, 23)), ("original", range(1, EVAL, 23))):
+            asked = shown | set(indices)
+            served = set()
+            for i in asked:
+                response = client.get(f"/networks/{net.pk}/gallery/{i}.png?part={part}")
+                assert response.status_code in (200, 404), (part, i, response.status_code)
+                if response.status_code == 200:
+                    assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+                    assert "private" in response["Cache-Control"]
+                    served.add(i)
+            assert served == (asked if whole else shown), (net.name, role, part)
+        assert client.get(f"/networks/{net.pk}/gallery/{EVAL}.png").status_code == 404
 
 
 def test_making_a_network_private_hides_it_at_once(client, world) -> None:

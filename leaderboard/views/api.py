@@ -1,4 +1,6 @@
-"""The JSON API of SPEC §5. Errors are JSON with an `error` message, never HTML."""
+"""The JSON API of SPEC §5. Errors are JSON with an `error` message, never HTML: the
+views answer their own, and leaderboard.middleware turns whatever else happens under
+/api/ (an Http404 from a selector, an unknown URL, a wrong method, a 500) into JSON."""
 
 from __future__ import annotations
 
@@ -22,10 +24,18 @@ def _error(message: str, status: int) -> JsonResponse:
 
 
 def _benchmark(request: HttpRequest) -> Benchmark:
+    """The ?benchmark= (or form field) benchmark, the default one without it; Http404
+    (a JSON 404 through the middleware) when there is no such benchmark."""
     return selectors.benchmark_get(request.GET.get("benchmark") or request.POST.get("benchmark"))
 
 
-@require_GET
+def api_get(view):
+    """GET only. CSRF-exempt since it changes nothing and refuses every other method: a
+    POST or DELETE gets the JSON 405 rather than the CSRF middleware's 403."""
+    return csrf_exempt(require_GET(view))
+
+
+@api_get
 def leaderboard(request: HttpRequest) -> JsonResponse:
     bench = _benchmark(request)
     user = request_user(request)
@@ -66,7 +76,7 @@ def network_detail(request: HttpRequest, pk: int) -> JsonResponse:
     return JsonResponse(data)
 
 
-@require_GET
+@api_get
 def matrix(request: HttpRequest) -> JsonResponse:
     return JsonResponse(selectors.matrix_for(user=request_user(request), benchmark=_benchmark(request)))
 
@@ -85,6 +95,9 @@ def network_create(request: HttpRequest) -> JsonResponse:
         return _error("send exactly one file, in the multipart field 'file'", 400)
     try:
         bench = _benchmark(request)
+    except Http404 as exc:  # a field of the upload, not the URL: bad input
+        return _error(str(exc), 400)
+    try:
         network = services.network_upload(
             benchmark=bench,
             owner=user,
@@ -110,7 +123,7 @@ def _refused(user, message: str) -> JsonResponse:
     return _error(message, 403)
 
 
-@require_GET
+@api_get
 def adversarial_npz(request: HttpRequest, pk: int) -> FileResponse | JsonResponse:
     """SPEC §2 Secrecy: the owner and staff only (references: staff only). A network the
     caller may not see at all answers 404, as everywhere, so ids reveal nothing."""
@@ -128,7 +141,7 @@ def adversarial_npz(request: HttpRequest, pk: int) -> FileResponse | JsonRespons
     return _npz(relative, f"adversarial-{network.pk}.npz")
 
 
-@require_GET
+@api_get
 def universal_npz(request: HttpRequest, name: str) -> FileResponse | JsonResponse:
     """SPEC §2 Secrecy: universal perturbations are served to staff only."""
     user = request_user(request)
@@ -151,7 +164,7 @@ def _eval_split(name: str) -> dict | JsonResponse:
         return _error(str(exc), 404)
 
 
-@require_GET
+@api_get
 def eval_split_json(request: HttpRequest, name: str) -> JsonResponse:
     """The public clean eval split (indices, labels, pixel hashes): SPEC §2 Secrecy."""
     data = _eval_split(name)
@@ -162,7 +175,7 @@ def eval_split_json(request: HttpRequest, name: str) -> JsonResponse:
     return response
 
 
-@require_GET
+@api_get
 def eval_split_csv(request: HttpRequest, name: str) -> HttpResponse:
     """The same split as CSV: one row per eval image (source_index empty when unknown)."""
     data = _eval_split(name)

@@ -21,7 +21,6 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evaluator.models import AdversarialDataset
-from evaluator.services import storage
 from leaderboard import badge as badges
 from leaderboard import gallery, plots, selectors, services
 from leaderboard.forms import UploadForm, size_limit_text
@@ -55,15 +54,8 @@ def _deciding_sentence(network: Network, comparisons: list[dict[str, Any]]) -> d
 
 
 def _gallery_items(network: Network, adv: AdversarialDataset | None) -> list[dict[str, Any]]:
-    if adv is None or not network.benchmark.data_file:
-        return []
-    try:
-        labels = storage.eval_labels(network.benchmark.data_file)
-        targets = gallery.eval_targets(network.benchmark.data_file, adv.file)
-    except (FileNotFoundError, OSError, KeyError, ValueError):
-        return []
-    predictions = adv.prediction_array()
-    if len(predictions) != len(labels):
+    sample = gallery.gallery_sample(benchmark=network.benchmark, adversarial=adv)
+    if sample is None:
         return []
     names = list(network.benchmark.class_names or [])
 
@@ -73,14 +65,24 @@ def _gallery_items(network: Network, adv: AdversarialDataset | None) -> list[dic
         return names[k] if 0 <= k < len(names) else str(k)
 
     items = []
-    for i in gallery.gallery_indices(labels, predictions, targets):
-        y, p = int(labels[i]), int(predictions[i])
-        t = int(targets[i]) if targets is not None else None
+    for i in sample.indices:
+        y, p = int(sample.labels[i]), int(sample.predictions[i])
+        t = int(sample.targets[i]) if sample.targets is not None else None
         items.append({
             "index": i, "label": cls(y), "target": cls(t), "predicted": cls(p),
             "hit": t is not None and p == t, "correct": p == y,
         })
     return items
+
+
+def _gallery_image_allowed(request: HttpRequest, network: Network, adv: AdversarialDataset, index: int) -> bool:
+    """SPEC §2 Secrecy: every image of the set to those who may download it (owner, staff);
+    to everyone else only the sample the network page shows, so the route cannot be
+    walked index by index into the whole set (a lookup table of adversarial images)."""
+    if selectors.can_download_adversarial(user=request.user, network=network):
+        return True
+    sample = gallery.gallery_sample(benchmark=network.benchmark, adversarial=adv)
+    return sample is not None and index in sample.indices
 
 
 @functools.lru_cache(maxsize=512)
@@ -132,6 +134,7 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "nav": "leaderboard",
         "adv": adv,
         "can_manage": selectors.can_manage(user=request.user, network=network),
+        "can_download": selectors.can_download_adversarial(user=request.user, network=network),
         "comparisons": comparisons,
         "wins": wins,
         "losses": losses,
@@ -153,7 +156,7 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-@cache_control(max_age=3600)
+@cache_control(private=True, max_age=3600)  # who may see an image depends on the viewer
 def gallery_image(request: HttpRequest, pk: int, index: int) -> HttpResponse:
     network = selectors.network_get_visible(user=request.user, pk=pk)
     part = request.GET.get("part", "adversarial")
@@ -162,6 +165,8 @@ def gallery_image(request: HttpRequest, pk: int, index: int) -> HttpResponse:
     adv = AdversarialDataset.objects.filter(network=network).first()
     if adv is None or not 0 <= index < adv.total:
         raise Http404("no such adversarial image")
+    if not _gallery_image_allowed(request, network, adv, index):
+        raise Http404("no such image in this network's gallery")
     try:
         data = gallery.gallery_png(network=network, adversarial=adv, index=index, part=part)
     except (FileNotFoundError, KeyError, IndexError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -148,6 +149,7 @@ def benchmark(request: HttpRequest) -> HttpResponse:
         context.update(
             references=[{"network": n, "rung": rung.get(n.pk)} for n in refs],
             universal=universal,
+            can_see_universal=selectors.can_download_universal(user=request.user),
             rungs=ladder_size(bench),
             has_samples=bool(bench.data_file) and storage.media_path(bench.data_file).is_file(),
         )
@@ -173,8 +175,12 @@ def benchmark_samples(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@cache_control(max_age=3600)
+@cache_control(private=True, max_age=3600)
 def benchmark_universal(request: HttpRequest) -> HttpResponse:
+    """SPEC §2 Secrecy: the universal perturbations, amplified, to staff only (as their
+    download; the benchmark page shows the image to staff only)."""
+    if not selectors.can_download_universal(user=request.user):
+        raise PermissionDenied("universal perturbations are shown to staff only")
     bench = _bench_for_image(request)
     universal = UniversalSet.objects.filter(benchmark=bench).first()
     if universal is None:
@@ -184,7 +190,6 @@ def benchmark_universal(request: HttpRequest) -> HttpResponse:
     except (FileNotFoundError, KeyError) as exc:
         raise Http404("the perturbation file is missing") from exc
     return HttpResponse(data, content_type="image/png")
-
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
