@@ -246,7 +246,9 @@ def sandbox(target: str, kwargs: dict | None = None, workdir: Path | None = None
     workdir = workdir or (CACHE / "probe-work")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    result = run_in_sandbox(target, kwargs or {}, workdir=workdir, limits=SandboxLimits(timeout_s=600))
+    # Without bubblewrap: the probes read the deployment's files by their host paths and
+    # measure compute, not isolation (bench/isolation_cost.py measures that).
+    result = run_in_sandbox(target, kwargs or {}, workdir=workdir, limits=SandboxLimits(timeout_s=600, isolation=False))
     if not result.ok:
         raise RuntimeError(f"probe {target} failed: {result.message}\n{result.log[-2000:]}")
     return result

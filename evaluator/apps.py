@@ -7,4 +7,4 @@ class EvaluatorConfig(AppConfig):
     verbose_name = "Evaluation jobs"
 
     def ready(self) -> None:
-        from evaluator import signals  # noqa: F401 - connects the worker start-up reaper
+        from evaluator import checks, signals  # noqa: F401 - system checks; the worker start-up reaper

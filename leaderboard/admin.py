@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
+from evaluator.models import AdversarialDataset, Evaluation, Job, PeerFailure, UniversalSet
 from leaderboard import services
 from leaderboard.models import ApiToken, Benchmark, Network
 
@@ -63,6 +64,20 @@ class NetworkAdmin(admin.ModelAdmin):
                        "deciding_rung", "created_at", "updated_at", "ranked_at")
     inlines = [JobInline]
     actions = ["rerun", "rebuild_reference"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        # Staff see at once why uploads are waiting, and which peers failed later.
+        from evaluator.services.jobs import isolation_problem
+
+        if problem := isolation_problem():
+            messages.error(request, f"Evaluation sandbox unavailable: {problem}. Uploads wait until "
+                           "bubblewrap can run (apt-get install bubblewrap).")
+        elif not settings.SANDBOX_ISOLATION:
+            messages.warning(request, "SANDBOX_ISOLATION is off: uploads run without bubblewrap (development only).")
+        if failed := PeerFailure.objects.filter(resolved=False).count():
+            messages.warning(request, f"{failed} network(s) failed a later evaluation as a peer and are being "
+                             "re-validated; see Peer failures.")
+        return super().changelist_view(request, extra_context)
 
     @admin.action(description="Rerun: regenerate the attack and every evaluation touching it")
     def rerun(self, request: HttpRequest, queryset: QuerySet[Network]) -> None:
@@ -124,3 +139,12 @@ class EvaluationAdmin(admin.ModelAdmin):
 admin.site.register(AdversarialDataset, list_display=("network", "success_rate", "total", "seconds"),
                     exclude=("predictions",))
 admin.site.register(UniversalSet, list_display=("benchmark", "count", "xi", "seconds"))
+
+
+@admin.register(PeerFailure)
+class PeerFailureAdmin(admin.ModelAdmin):
+    """Cells a peer could not compute: the peer was flagged and re-validated."""
+
+    list_display = ("network", "source", "outcome", "resolved", "created_at")
+    list_filter = ("outcome", "resolved")
+    readonly_fields = ("network", "source", "outcome", "reason", "created_at")

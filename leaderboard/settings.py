@@ -15,8 +15,17 @@ import dj_database_url
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
 def envbool(name: str, default: str) -> bool:
-    return os.getenv(name, default).strip().lower() in ("1", "true", "yes", "on")
+    # A typo must not silently mean False (DEBUG=Ture, SANDBOX_ISOLATION=of): refuse it.
+    value = os.getenv(name, default).strip().lower()
+    if value not in _TRUE + _FALSE:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use true/false, on/off, yes/no or 1/0")
+    return value in _TRUE
 
 
 def envint(name: str, default: str) -> int:
@@ -54,6 +63,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "leaderboard.middleware.JsonApiErrorsMiddleware",  # /api/ errors as JSON, never HTML
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -183,7 +193,18 @@ SANDBOX_MEMORY_MB = envint("SANDBOX_MEMORY_MB", "6144")
 # Keep one sandbox child per worker process started ahead, TensorFlow imported, so
 # a job does not wait ~3 s for the import (see evaluator.services.jobs).
 SANDBOX_SPARE = envbool("SANDBOX_SPARE", "True")
+# Before an upload's column (one short job per existing network) start this many more
+# spares, so their imports overlap the first cells (each ~0.6 GB while it waits).
+SANDBOX_SPARES_AHEAD = envint("SANDBOX_SPARES_AHEAD", "2")
+# Every child that loads an uploaded model runs under bubblewrap (evaluator.engine.isolation).
+# Where bubblewrap cannot run, uploads wait with that reason. SANDBOX_ISOLATION=off runs
+# them without it: development only, announced loudly at start-up.
+SANDBOX_ISOLATION = envbool("SANDBOX_ISOLATION", "on")
 JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", "3")
+# A stored network evaluated on a newer network's set may take this many times its own
+# measured pass over the eval split, plus the margin (TensorFlow import and model load).
+PEER_TIMEOUT_FACTOR = envfloat("PEER_TIMEOUT_FACTOR", "10")
+PEER_TIMEOUT_MARGIN_S = envfloat("PEER_TIMEOUT_MARGIN_S", "60")
 
 LOGGING = {
     "version": 1,

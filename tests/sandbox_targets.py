@@ -40,7 +40,15 @@ def hang(pid_file: str) -> None:
         time.sleep(0.05)
 
 
-def hang_after_progress(pid_file: str, progress) -> None:
+def _sleeper(marker: str | None) -> None:
+    """A grandchild `sleep <marker>` the test can look for from the host: the child's own
+    pid means nothing outside its PID namespace, and the tree dies as one."""
+    if marker:
+        subprocess.Popen(["sleep", marker])
+
+
+def hang_after_progress(pid_file: str, progress, marker: str | None = None) -> None:
+    _sleeper(marker)
     with open(pid_file, "w") as fh:
         fh.write(str(os.getpid()))
     progress(0.1, "started")
@@ -133,8 +141,9 @@ def tf_import_leaves_optional_modules_out() -> dict:
     return {"blocked": blocked, "keras_loaded": "keras" in sys.modules}
 
 
-def tick_forever(pid_file: str, progress) -> None:
+def tick_forever(pid_file: str, progress, marker: str | None = None) -> None:
     # A long job that keeps reporting progress (like an attack, step after step).
+    _sleeper(marker)
     with open(pid_file, "w") as fh:
         fh.write(str(os.getpid()))
     step = 0
@@ -171,3 +180,15 @@ def probe_world(paths: list[str], writes: list[str], ports: list[int]) -> dict:
             connected[str(port)] = f"refused {exc.errno}"
     return {"seen": seen, "wrote": wrote, "connected": connected, "uid": os.getuid(),
             "env": sorted(os.environ)}
+
+
+def call_unscanned(model_dir: str) -> dict:
+    """Load and call a SavedModel with NO op scan (the second layer's test: whatever the
+    graph does, it does inside the sandbox)."""
+    import numpy as np
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(model_dir)
+    fn = loaded.signatures["serving_default"]
+    out = fn(tf.constant(np.zeros((2, 28, 28, 1), np.float32)))
+    return {"outputs": float(next(iter(out.values())).numpy().sum())}

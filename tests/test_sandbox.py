@@ -32,6 +32,30 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
+def sleeper_marker() -> str:
+    """A unique `sleep` argument (targets' `marker=`): 1000.<random> seconds."""
+    return f"1000.{int.from_bytes(os.urandom(4), 'big')}"
+
+
+def sleeper_dead(marker: str, timeout: float = 2.0) -> bool:
+    """No live `sleep <marker>` on the host (the sandbox tree was killed as a whole)."""
+    end = time.monotonic() + timeout
+    while True:
+        alive = False
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                    with open(entry / "stat") as fh:
+                        alive = alive or fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            except OSError:
+                continue
+        if not alive:
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+
+
 def _all_dead(marker: str, timeout: float = 2.0) -> bool:
     """No live process carries `marker` (zombies waiting for this container's PID 1 count
     as dead)."""

@@ -7,19 +7,31 @@ or broken model can crash, hang or blow up memory without taking the worker down
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from evaluator.engine.sandbox import SandboxLimits, SandboxResult, SpareChild, run_in_sandbox
+from evaluator.engine import isolation
+from evaluator.engine.sandbox import (
+    SandboxLimits,
+    SandboxResult,
+    SandboxUnavailable,
+    SpareChild,
+    Target,
+    run_in_sandbox,
+    target_name,
+)
 from evaluator.models import Job
 from evaluator.services import storage
 from leaderboard.models import Benchmark, Network
@@ -29,7 +41,6 @@ log = logging.getLogger(__name__)
 # Outcomes that mean the upload itself is at fault: its own exception, or it broke
 # a resource limit that every network must respect.
 UPLOAD_FAULTS = ("rejected", "timeout", "memory")
-HEARTBEAT_EVERY_S = 5.0
 # What a spare child imports before its job arrives: every engine job needs TensorFlow.
 PRELOAD = ("tensorflow",)
 
@@ -42,6 +53,9 @@ _spare: SpareChild | None = None
 _spare_owner = 0
 _spare_wanted = False
 _spare_lock = threading.Lock()  # a threads pool would share this process's spare
+# More spares started ahead of a run of short jobs (spares_ahead); spare_prepare takes
+# from here first.
+_ahead: list[SpareChild] = []
 
 
 class JobRejected(Exception):
@@ -54,6 +68,15 @@ class JobFailed(Exception):
 
 class JobCancelled(Exception):
     """An admin cancelled the job while it was queued or running."""
+
+
+class JobUnavailable(Exception):
+    """Untrusted work cannot run here: the isolation it requires is missing."""
+
+
+# What a network page shows when a stored model no longer matches its accepted hashes;
+# the file and the details go to the job log, for staff.
+MODEL_CHANGED = "stored model changed since it was accepted; an administrator has been notified"
 
 
 @dataclass(frozen=True)
@@ -121,13 +144,13 @@ def _progress_writer(
     job: Job,
     network: Network | None,
     stage: Stage | Phases | None,
-    on_report: Callable[[float, str], None] | None,
+    on_report: Callable[[], None] | None,
 ) -> Callable[[float, str], None]:
     last = {"at": 0.0, "status": ""}
 
     def write(fraction: float, text: str) -> None:
         if on_report is not None:
-            on_report(fraction, text)  # every report, not throttled: it stores results
+            on_report()  # every report, not throttled: it stores finished phases
         status, percent = stage.at(fraction) if stage is not None else ("", 0)
         now = time.monotonic()
         # At most one write a second, but a change of status is never held back.
@@ -147,8 +170,21 @@ def _progress_writer(
     return write
 
 
-def sandbox_limits() -> SandboxLimits:
-    return SandboxLimits(timeout_s=settings.SANDBOX_TIMEOUT_S, memory_mb=settings.SANDBOX_MEMORY_MB)
+def isolation_problem() -> str:
+    """Why untrusted models cannot be evaluated here ('' when they can)."""
+    if not settings.SANDBOX_ISOLATION:
+        return ""  # development mode: announced at start-up, runs without bubblewrap
+    return isolation.bwrap_problem()
+
+
+def sandbox_limits(*, trusted: bool = False) -> SandboxLimits:
+    """The limits of a job. Untrusted work (anything that loads an upload's model) runs
+    under bubblewrap unless SANDBOX_ISOLATION is off; trusted work (training the
+    reference suite from the project's own code) uses it when it can."""
+    isolated = settings.SANDBOX_ISOLATION and not (trusted and isolation.bwrap_problem())
+    return SandboxLimits(
+        timeout_s=settings.SANDBOX_TIMEOUT_S, memory_mb=settings.SANDBOX_MEMORY_MB, isolation=isolated
+    )
 
 
 def spare_enable() -> None:
@@ -158,17 +194,54 @@ def spare_enable() -> None:
     spare_prepare()
 
 
+def _new_spare() -> SpareChild | None:
+    try:
+        return SpareChild(storage.spare_workdir(), limits=sandbox_limits(), preload=PRELOAD)
+    except SandboxUnavailable:
+        log.exception("no spare sandbox child")
+        return None
+
+
 def spare_prepare() -> None:
-    """Start this process's spare child unless it has a live one (after every job).
-    Does nothing with SANDBOX_SPARE off or outside a worker."""
+    """Make sure this process has a live spare child (after every job): the first of the
+    spares started ahead, or a new one. Does nothing with SANDBOX_SPARE off or outside a
+    worker."""
     global _spare, _spare_owner
-    if not (settings.SANDBOX_SPARE and _spare_wanted):
+    if not (settings.SANDBOX_SPARE and _spare_wanted) or isolation_problem():
         return
     with _spare_lock:
-        if _spare is not None and _spare_owner == os.getpid() and _spare.alive():
+        if _spare_owner != os.getpid():  # started by the process this one was forked from
+            _spare = None
+            _ahead.clear()
+        if _spare is not None and _spare.alive():
             return
-        _spare = SpareChild(storage.spare_workdir(), limits=sandbox_limits(), preload=PRELOAD)
+        _spare = None
+        while _ahead and _spare is None:
+            candidate = _ahead.pop(0)
+            _spare = candidate if candidate.alive() else None
+        _spare = _spare or _new_spare()
         _spare_owner = os.getpid()
+
+
+def spares_ahead(count: int) -> None:
+    """Start up to `count` more spare children now, beside the usual one: a run of short
+    jobs is coming (an upload's column, one job per peer), and each would otherwise wait
+    for its own TensorFlow import. They import in parallel while the first jobs run."""
+    if not (settings.SANDBOX_SPARE and _spare_wanted) or isolation_problem() or _spare_owner != os.getpid():
+        return
+    with _spare_lock:
+        _ahead[:] = [s for s in _ahead if s.alive()]
+        while len(_ahead) < count and (spare := _new_spare()) is not None:
+            _ahead.append(spare)
+
+
+def spares_trim() -> None:
+    """Back to one spare once the run of short jobs is over (each holds ~0.6 GB)."""
+    with _spare_lock:
+        extra, _ahead[:] = list(_ahead), []
+    for spare in extra:
+        spare.discard()
+        storage.remove_tree(spare.workdir)
 
 
 def _spare_take(limits: SandboxLimits) -> SpareChild | None:
@@ -185,28 +258,62 @@ def _spare_take(limits: SandboxLimits) -> SpareChild | None:
     return spare
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a job's child gets read-only under `in/` (engine.isolation.input_path), and
+    which folders are models to verify against their accepted hashes."""
+
+    files: dict[str, Path] = dataclasses.field(default_factory=dict)
+    manifests: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+
+    def model(self, name: str, network: Network) -> str:
+        """Add `network`'s stored model (verified); returns the child's path to it."""
+        self.files[name] = storage.media_path(network.info["model_dir"])
+        self.manifests[name] = dict(network.model_files)
+        return isolation.input_path(name)
+
+    def file(self, name: str, path: Path) -> str:
+        self.files[name] = Path(path)
+        return isolation.input_path(name)
+
+
 def job_run(
     *,
     job: Job,
-    target: str,
+    target: Target,
     kwargs: dict[str, Any],
+    inputs: Inputs | None = None,
+    out_dir: Path | None = None,
     network: Network | None = None,
     stage: Stage | Phases | None = None,
     limits: SandboxLimits | None = None,
-    on_report: Callable[[float, str], None] | None = None,
+    on_report: Callable[[Path], None] | None = None,
 ) -> Any:
     """Run one engine function in the sandbox, retrying internal errors.
 
-    `stage` moves the network's status and progress bar with the job's reports;
-    `on_report` is called with every report (to store a phase the job has finished).
-    Returns the function's value. Raises JobRejected when the upload is at fault,
-    JobFailed when attempts run out, JobCancelled when an admin cancelled it.
+    The child reads `inputs` under `in/` and writes its results under `out/`, which
+    becomes `out_dir` when it succeeds. `stage` moves the network's status and progress
+    bar with the job's reports; `on_report(out)` is called with every report and the
+    live output folder (to store a phase the job has finished). Returns the function's
+    value. Raises JobRejected when the upload is at fault, JobFailed when attempts run
+    out or a stored model changed, JobCancelled when an admin cancelled it, and
+    JobUnavailable when the isolation it needs is missing.
     """
+    limits = limits or sandbox_limits()
     try:
-        return _job_attempts(job, target, kwargs, limits or sandbox_limits(),
-                             _progress_writer(job, network, stage, on_report))
+        return _job_attempts(job, target_name(target), kwargs, limits, inputs or Inputs(), out_dir,
+                             network, stage, on_report)
     except (JobRejected, JobFailed, JobCancelled):
         raise
+    except SandboxUnavailable as exc:
+        job.refresh_from_db()
+        job_finish(job=job, state=Job.State.QUEUED, line=str(exc))
+        raise JobUnavailable(str(exc)) from exc
+    except isolation.IntegrityError as exc:
+        log.error("job %s: %s", job.pk, exc)
+        job.refresh_from_db()
+        job_finish(job=job, state=Job.State.FAILED, line=f"{exc} (the job was not started)")
+        raise JobFailed(MODEL_CHANGED) from exc
     except Exception as exc:
         # A fault on this side (storing a finished phase, the database): the child is
         # already killed; end the job so neither it nor its network stays 'running'.
@@ -219,8 +326,9 @@ def job_run(
 
 
 def _job_attempts(
-    job: Job, target: str, kwargs: dict[str, Any], limits: SandboxLimits,
-    write_progress: Callable[[float, str], None],
+    job: Job, target: str, kwargs: dict[str, Any], limits: SandboxLimits, inputs: Inputs,
+    out_dir: Path | None, network: Network | None, stage: Stage | Phases | None,
+    on_report: Callable[[Path], None] | None,
 ) -> Any:
     while True:
         job.refresh_from_db()
@@ -235,20 +343,33 @@ def _job_attempts(
         job.heartbeat_at = timezone.now()
         job.worker = worker_id()
         spare = _spare_take(limits)
+        # Start the next job's child now: its TensorFlow import overlaps this job's work
+        # (an upload's column is one short job per peer, back to back).
+        spare_prepare()
         warm = " (warm child)" if spare is not None and spare.ready() else ""
         job.append_log(f"attempt {job.attempts} on {job.worker}{warm}: {target}")
         job.save()
         workdir = spare.workdir if spare is not None else storage.job_workdir(job.pk)
+        live_out = workdir / isolation.OUTPUTS
+        report = None if on_report is None else (lambda: on_report(live_out))
         try:
             result: SandboxResult = run_in_sandbox(
                 target,
                 kwargs,
                 workdir=workdir,
                 limits=limits,
-                on_progress=write_progress,
+                on_progress=_progress_writer(job, network, stage, report),
                 spare=spare,
+                inputs=inputs.files,
+                manifests=inputs.manifests,
             )
+            if result.ok and out_dir is not None:
+                storage.remove_tree(out_dir)
+                out_dir.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(live_out, out_dir)
         finally:
+            if spare is not None and spare.alive():
+                spare.discard()  # inputs failed to stage: it never got its request
             storage.remove_tree(workdir)
         job.refresh_from_db()
         job.peak_rss_mb = max(job.peak_rss_mb or 0.0, result.peak_rss_mb)

@@ -33,12 +33,27 @@ class Command(BaseCommand):
     def spawn(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, *args], cwd=settings.BASE_DIR)
 
+    def announce_isolation(self) -> None:
+        """Say loudly how uploads will be run (evaluator.checks says it again to the log)."""
+        from evaluator.services.jobs import isolation_problem
+
+        if not settings.SANDBOX_ISOLATION:
+            self.stderr.write(self.style.ERROR(
+                "!!! SANDBOX_ISOLATION=off: uploaded models run WITHOUT bubblewrap. Development only. !!!"))
+        elif problem := isolation_problem():
+            self.stderr.write(self.style.ERROR(
+                f"evaluation sandbox unavailable: {problem}. Uploads will wait until bubblewrap can run "
+                "(apt-get install bubblewrap); the reference suite is built without it."))
+        else:
+            self.stdout.write("evaluation sandbox: bubblewrap (uid 65534, no network, own namespaces)")
+
     def handle(self, *args, host: str, port: int, no_worker: bool, no_build: bool, threads: int, **options) -> None:
         from waitress import serve
 
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        self.announce_isolation()
         children: list[subprocess.Popen] = []
         if not no_worker:
             children.append(self.spawn(

@@ -1,0 +1,112 @@
+"""What bubblewrap costs per job, side by side with the sandbox without it.
+
+    .venv/bin/python bench/isolation_cost.py [--repeats 7] [--upload]
+
+Alternating runs (the machine is shared and noisy: compare the ratios, not seconds):
+
+  empty job, cold       a sandbox child that returns at once (process start)
+  TF import job, cold   a child that imports TensorFlow
+  spare hand-off        request → result of an empty job in a spare that is ready
+  input staging         copying the tiny CNN (hashed against its manifest) + a dataset
+  --upload              upload → ranked on the mini benchmark through a real deployment
+                        (web + worker), SANDBOX_ISOLATION off then on (bench/upload_to_ranked.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+from evaluator.engine import isolation  # noqa: E402
+from evaluator.engine.sandbox import SandboxLimits, SpareChild, run_in_sandbox  # noqa: E402
+
+MODES = {"off": SandboxLimits(timeout_s=300, isolation=False), "bwrap": SandboxLimits(timeout_s=300)}
+
+
+def _timed(target: str, limits: SandboxLimits, **kw) -> float:
+    with tempfile.TemporaryDirectory(dir=c.CACHE) as tmp:
+        started = time.perf_counter()
+        r = run_in_sandbox(target, {}, workdir=Path(tmp), limits=limits, **kw)
+        if not r.ok:
+            raise SystemExit(f"{target}: {r.message}\n{r.log[-2000:]}")
+        return time.perf_counter() - started
+
+
+def _spare_handoff(limits: SandboxLimits) -> float:
+    with tempfile.TemporaryDirectory(dir=c.CACHE) as tmp:
+        spare = SpareChild(Path(tmp), limits=limits, preload=())
+        while not spare.ready():
+            time.sleep(0.02)
+        started = time.perf_counter()
+        r = run_in_sandbox("bench._common:probe_noop", {}, workdir=Path(tmp), limits=limits, spare=spare)
+        assert r.ok, r
+        return time.perf_counter() - started
+
+
+def _staging(model: Path, dataset: Path) -> float:
+    manifest = isolation.folder_manifest(model)
+    with tempfile.TemporaryDirectory(dir=c.CACHE) as tmp:
+        started = time.perf_counter()
+        isolation.stage_inputs(Path(tmp), {"model": model, "dataset.npz": dataset}, {"model": manifest})
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--upload", action="store_true", help="also upload → ranked, isolation off vs on")
+    args = parser.parse_args()
+    c.header("isolation cost per job", "python bench/isolation_cost.py " + " ".join(sys.argv[1:]))
+    if problem := isolation.bwrap_problem():
+        raise SystemExit(f"bubblewrap unavailable: {problem}")
+    c.CACHE.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, fn in (
+        ("empty job, cold", lambda lim: _timed("bench._common:probe_noop", lim)),
+        ("TF import job, cold", lambda lim: _timed("bench._common:probe_import_tf", lim)),
+        ("spare hand-off (ready spare, empty job)", _spare_handoff),
+    ):
+        times: dict[str, list[float]] = {m: [] for m in MODES}
+        for _ in range(args.repeats):
+            for mode, limits in MODES.items():  # alternate, so drift hits both alike
+                times[mode].append(fn(limits))
+        off, on = statistics.median(times["off"]), statistics.median(times["bwrap"])
+        rows.append((name, off, on, on - off, on / off))
+    model = c.tiny_cnn_dir()
+    dataset = Path(tempfile.mkdtemp(dir=c.CACHE)) / "dataset.npz"
+    from tests.conftest import mini_dataset_npz
+
+    mini_dataset_npz(dataset, n_train=3000, n_eval=2000)  # mnist-5k's size
+    stage = statistics.median(_staging(model, dataset) for _ in range(args.repeats))
+    shutil.rmtree(dataset.parent, ignore_errors=True)
+    rows.append(("input staging (tiny CNN verified + 5k-image dataset)", 0.0, stage, stage, float("nan")))
+    print(c.table(rows, ["per job", "no bwrap s", "bwrap s", "added s", "ratio"]))
+    print(f"(medians of {args.repeats} alternating runs)")
+    if args.upload:
+        import subprocess
+
+        totals = {}
+        for mode in ("off", "on"):
+            env = {**os.environ, "SANDBOX_ISOLATION": mode}
+            out = subprocess.run([sys.executable, str(Path(__file__).parent / "upload_to_ranked.py"), "--spare", "on"],
+                                 capture_output=True, text=True, env=env, check=False)
+            if out.returncode:
+                raise SystemExit(f"upload_to_ranked with isolation {mode} failed:\n{out.stderr[-3000:]}")
+            import json
+
+            totals[mode] = json.loads(out.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])["client_total"]
+        print(c.table([("upload → ranked, mini benchmark (client view)", totals["off"], totals["on"],
+                        totals["on"] / totals["off"])], ["", "isolation off s", "bwrap s", "ratio"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Settings are validated: a typo or an impossible limit is an error at start-up."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from evaluator import checks
+from evaluator.engine import isolation
+from leaderboard.settings import envbool
+
+
+@pytest.mark.parametrize("raw, expected", [("True", True), ("on", True), ("1", True), (" yes ", True),
+                                           ("False", False), ("off", False), ("0", False), ("", False)])
+def test_booleans(monkeypatch, raw, expected):
+    monkeypatch.setenv("SOME_FLAG", raw)
+    assert envbool("SOME_FLAG", "false") is expected
+
+
+@pytest.mark.parametrize("raw", ["Ture", "of", "2", "enabled"])
+def test_a_typo_is_refused_not_read_as_false(monkeypatch, raw):
+    monkeypatch.setenv("DEBUG", raw)
+    with pytest.raises(ImproperlyConfigured, match="DEBUG=.* is not a boolean"):
+        envbool("DEBUG", "False")
+
+
+def test_limits_out_of_range_are_errors(settings):
+    assert checks.sandbox_limits(None) == []
+    settings.SANDBOX_MEMORY_MB = 100
+    settings.JOB_MAX_ATTEMPTS = 0
+    errors = checks.sandbox_limits(None)
+    assert {e.id for e in errors} == {"evaluator.E001"} and len(errors) == 2
+    assert "SANDBOX_MEMORY_MB=100" in errors[0].msg
+
+
+def test_isolation_state_is_reported(settings, monkeypatch):
+    settings.SANDBOX_ISOLATION = False
+    assert [w.id for w in checks.sandbox_isolation(None)] == ["evaluator.W001"]
+    settings.SANDBOX_ISOLATION = True
+    monkeypatch.setattr(isolation, "bwrap_problem", lambda: "bubblewrap (bwrap) is not installed")
+    (warning,) = checks.sandbox_isolation(None)
+    assert warning.id == "evaluator.W002" and "not installed" in warning.msg
+    assert "apt-get install bubblewrap" in warning.hint
