@@ -44,6 +44,35 @@ class AdversarialDataset(models.Model):
         return np.frombuffer(bytes(self.predictions), dtype=np.uint8)
 
 
+class AuditResult(models.Model):
+    """The untargeted audit of one network (engine.audit): PGD with random restarts.
+
+    Like AdversarialDataset it belongs to the network's model, not to any peer, so a
+    re-validation keeps it. `predictions` per eval image: a wrong label the audit found
+    at some ε up to `epsilon`, else the true label, so (predictions == labels) is the
+    per-image correctness robust accuracy is recomputed from. `curve`: accuracy at
+    each ε, [{"epsilon", "correct", "total", "low", "high", "steps", "restarts"}].
+    """
+
+    network = models.OneToOneField(Network, on_delete=models.CASCADE, related_name="audit")
+    epsilon = models.FloatField()
+    steps = models.PositiveIntegerField()
+    restarts = models.PositiveIntegerField()
+    eot_samples = models.PositiveIntegerField(default=1)
+    correct = models.PositiveIntegerField()
+    total = models.PositiveIntegerField()
+    accuracy = models.FloatField()
+    low = models.FloatField()
+    high = models.FloatField()
+    curve = models.JSONField(default=list)
+    predictions = models.BinaryField()
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def prediction_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.predictions), dtype=np.uint8)
+
+
 class Evaluation(models.Model):
     """One network on one dataset: clean, universal, or another network's adv set."""
 

@@ -1,4 +1,6 @@
-"""A shields-style SVG badge: "robustness | level 4".
+"""A shields-style SVG badge: "robustness | level 4", or "level 4 (not trusted)" in
+grey when a flag holds (SPEC §2 Flags: the level is kept, but nobody should read a big
+green badge into it); the title says why, one short reason per flag.
 
 Every piece of text is XML-escaped (the network name appears in the title).
 """
@@ -7,10 +9,12 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape, quoteattr
 
+from evaluator.engine import flags as flag_rules
 from leaderboard.models import Network
 
 S = Network.Status
 GREY = "#555"
+UNTRUSTED = "#8a8a8a"
 COLORS = ["#c0392b", "#d35400", "#e67e22", "#f39c12", "#d4ac0d", "#a9b11f", "#7cb342", "#43a047",
           "#2e8b57", "#1e7f6e", "#1565c0"]
 
@@ -33,6 +37,8 @@ def _text_width(text: str) -> int:
 def badge_message(network: Network, ladder_size: int = 10) -> tuple[str, str]:
     """(message, colour) for the right half of the badge."""
     if network.status == S.RANKED and network.level is not None:
+        if flag_rules.untrusted(network.flags or []):
+            return f"level {network.level} (not trusted)", UNTRUSTED
         k = max(ladder_size, 1)
         color = COLORS[min(len(COLORS) - 1, round(network.level * (len(COLORS) - 1) / k))]
         return f"level {network.level}", color
@@ -48,6 +54,9 @@ def badge_svg(network: Network, *, label: str = "robustness", ladder_size: int =
     lw, mw = _text_width(label) + 12, _text_width(message) + 12
     total = lw + mw
     title = f"{network.name}: {label} {message}"
+    if network.status == S.RANKED and network.level is not None and network.flags:
+        why = "; ".join(flag_rules.DESCRIPTIONS.get(flag, flag) for flag in network.flags)
+        title += f". Not trusted: {why}."
     return f"""<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" aria-label={quoteattr(title)}>
 <title>{escape(title)}</title>
 <linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient>

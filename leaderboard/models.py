@@ -115,6 +115,14 @@ class Network(models.Model):
     whitebox_low = models.FloatField(null=True, blank=True)
     whitebox_high = models.FloatField(null=True, blank=True)
     attack_success = models.FloatField(null=True, blank=True)
+    # Worst case over every attack (SPEC §2 "Robust accuracy"), recomputed at each ranking.
+    robust_accuracy = models.FloatField(null=True, blank=True)
+    robust_low = models.FloatField(null=True, blank=True)
+    robust_high = models.FloatField(null=True, blank=True)
+    # The audit's accuracy-vs-ε curve (a copy of AuditResult.curve, for the pages).
+    audit_curve = models.JSONField(default=list, blank=True)
+    # {flag: one plain sentence with the numbers}: why the level is not trusted.
+    flag_notes = models.JSONField(default=dict, blank=True)
 
     level = models.IntegerField(null=True, blank=True)
     score = models.FloatField(null=True, blank=True)

@@ -14,7 +14,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
-from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
 from evaluator.services import storage
 from leaderboard.models import ApiToken, Benchmark, Network
 
@@ -216,6 +216,7 @@ def network_rerun(*, network: Network) -> Network:
         Evaluation.objects.filter(network=network).delete()
         Evaluation.objects.filter(source=network).delete()
         AdversarialDataset.objects.filter(network=network).delete()
+        AuditResult.objects.filter(network=network).delete()
         Job.objects.filter(network=network, state__in=[Job.State.QUEUED, Job.State.RUNNING]).update(
             state=Job.State.CANCELLED, finished_at=timezone.now()
         )
@@ -226,6 +227,8 @@ def network_rerun(*, network: Network) -> Network:
         network.info = {}
         network.flags = []
         network.level = network.score = network.deciding_rung = None
+        network.robust_accuracy = network.robust_low = network.robust_high = None
+        network.audit_curve, network.flag_notes = [], {}
         network.save()
         pipeline_enqueue(network)
     return network

@@ -17,10 +17,14 @@ from evaluator.engine.metrics import (
     McNemar,
     accuracy,
     accuracy_from_correct,
+    accuracy_from_counts,
     binomial_cdf_half,
     confusion_matrix,
+    interval_below,
     mcnemar_exact,
     mcnemar_p_value,
+    robust_accuracy,
+    robust_correct,
     universal_robustness,
     universal_tier,
     wilson_interval,
@@ -256,3 +260,43 @@ def test_universal_tier_exact_tenths_from_counts(k: int) -> None:
 def test_universal_tier_rejects_nan() -> None:
     with pytest.raises(ValueError):
         universal_tier(math.nan)
+
+
+# --- robust accuracy (SPEC §2: the worst case over every attack) ------------------------
+
+
+def test_robust_correct_is_right_under_every_set_at_once() -> None:
+    own = np.array([1, 1, 1, 0, 1], bool)
+    audit = np.array([1, 0, 1, 0, 1], bool)
+    transfer = np.array([1, 1, 0, 1, 1])  # 0/1 is accepted too
+    np.testing.assert_array_equal(robust_correct([own, audit, transfer]), [True, False, False, False, True])
+    acc = robust_accuracy([own, audit, transfer])
+    assert (acc.correct, acc.total) == (2, 5)
+    assert (acc.low, acc.high) == pytest.approx(wilson_interval(2, 5))
+    # Never above any of its sets; one set is its own worst case.
+    assert acc.value <= min(accuracy_from_correct(s).value for s in (own, audit, transfer.astype(bool)))
+    np.testing.assert_array_equal(robust_correct([own]), own)
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [[], [np.ones(3, bool), np.ones(4, bool)], [np.ones((2, 2), bool)], [np.array([0, 2, 1])]],
+    ids=["none", "lengths-differ", "not-1d", "not-boolean"],
+)
+def test_robust_correct_refuses_what_it_cannot_combine(sets) -> None:
+    with pytest.raises(ValueError):
+        robust_correct(sets)
+
+
+def test_accuracy_from_counts_matches_the_vector_form() -> None:
+    flags = np.r_[np.ones(37, bool), np.zeros(63, bool)]
+    assert accuracy_from_counts(37, 100) == accuracy_from_correct(flags)
+    assert math.isnan(accuracy_from_counts(0, 0).value)
+
+
+def test_interval_below_needs_the_whole_interval_below() -> None:
+    assert interval_below(accuracy_from_counts(40, 2000), accuracy_from_counts(1040, 2000))
+    # 84% vs 87% of 2,000 images: the intervals overlap, not significantly below.
+    assert not interval_below(accuracy_from_counts(1680, 2000), accuracy_from_counts(1740, 2000))
+    assert not interval_below(accuracy_from_counts(1740, 2000), accuracy_from_counts(40, 2000))
+    assert not interval_below(accuracy_from_counts(0, 0), accuracy_from_counts(1040, 2000))

@@ -239,7 +239,35 @@ def test_a_stored_attack_is_kept_when_only_the_validation_is_redone(mini_benchma
     monkeypatch.setattr(pipeline, "job_run", spying_run)
     net.refresh_from_db()
     assert pipeline.network_evaluate(network=net)
-    assert len(sent) == 1 and "attack" not in sent[0]
-    assert sent[0]["own_adversarial"] == str(storage.media_path(adv.file))
+    assert len(sent) == 1 and "attack" not in sent[0] and sent[0]["validate"] is True
     assert storage.media_path(adv.file).read_bytes() == before
     assert Evaluation.objects.filter(network=net, kind=Evaluation.Kind.CLEAN).count() == 1
+
+
+def test_the_audit_runs_in_the_same_job_and_robust_accuracy_is_recomputable(mini_benchmark, tiny_cnn_dir) -> None:
+    """Issue 12: validate -> attack -> audit -> row in one job; the full determinism and
+    noise checks recorded with the model's description; robust accuracy on the row is the
+    worst case of every stored set (recomputable from the rows alone)."""
+    from evaluator.models import AuditResult
+
+    net = services.network_register_path(benchmark=mini_benchmark, path=tiny_cnn_dir, name="audited",
+                                         enqueue=False)
+    assert network_run_pipeline(network=net)
+    net.refresh_from_db()
+    labels = storage.eval_labels(mini_benchmark.data_file)
+    audit = AuditResult.objects.get(network=net)
+    assert audit.total == len(labels) and audit.epsilon == mini_benchmark.epsilon
+    assert [p["epsilon"] for p in audit.curve] == pytest.approx([0.05, 0.1, 0.2, 0.3])
+    checks = net.info["checks"]
+    assert checks["disagreements"] == 0 and checks["compared"] == len(labels) and net.info["deterministic"]
+    assert abs(checks["noise_clean_correct"] - checks["noise_noisy_correct"]) <= 3
+    sets = [AdversarialDataset.objects.get(network=net).prediction_array() == labels,
+            audit.prediction_array() == labels]
+    sets += [e.prediction_array() == labels for e in Evaluation.objects.filter(network=net)]
+    assert net.robust_accuracy == pytest.approx(np.logical_and.reduce(sets).mean())
+    assert net.robust_accuracy <= min(net.whitebox_accuracy, audit.accuracy)
+    assert net.audit_curve == audit.curve
+    assert "audit" in net.jobs.get(kind=Job.Kind.EVALUATE).log
+    # The references were audited when the benchmark was built, and ranked on robust accuracy.
+    for ref in Network.objects.filter(benchmark=mini_benchmark, is_reference=True):
+        assert ref.robust_accuracy is not None and AuditResult.objects.filter(network=ref).exists()

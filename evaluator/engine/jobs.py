@@ -1,25 +1,24 @@
 """Units of engine work, run inside the sandboxed child process.
 
-Each function takes JSON-able keyword arguments (paths as strings), writes arrays to
-the files it is told to, and returns a JSON-able dict. The Django side
-(evaluator.services) turns these into rows. One job loads each model once and does
-a whole unit (validation + clean + universal, an attack, a row and column of the
-matrix; for an upload all three in evaluate_network) because starting the child and
-importing TensorFlow costs seconds.
+Each function takes JSON-able keyword arguments (paths as strings, relative to the
+child's cwd: inputs under `in/`, results under `out/`, see engine.isolation), writes
+arrays to the files it is told to, and returns a JSON-able dict. The Django side
+(evaluator.services) turns these into rows. A job loads exactly one network's model
+(SPEC §6: one untrusted model per child) and does a whole unit for it: validation,
+attack and its matrix row in evaluate_network; one peer's cell in classify.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from evaluator.engine import archive as archive_mod
+from evaluator.engine import flags
 from evaluator.engine.datasets import Dataset, load_dataset
 from evaluator.engine.opscan import scan_saved_model
 
@@ -38,7 +37,9 @@ EOT_SAMPLES_STOCHASTIC = 4
 # these ranges back onto the network's statuses. The attack is most of the work.
 PHASES: dict[str, tuple[float, float]] = {
     "validate": (0.0, 0.12),
-    "attack": (0.12, 0.85),
+    "attack": (0.12, 0.4),
+    # The untargeted audit (engine.audit): up to ~3x the targeted attack on robust networks.
+    "audit": (0.4, 0.85),
     "cross": (0.85, 1.0),
 }
 
@@ -47,11 +48,18 @@ def _noop(fraction: float, stage: str) -> None:
     return None
 
 
-def _open(model_dir: str, ds: Dataset) -> LoadedNetwork:
-    """Scan, then load: nothing touches the graph before the op allowlist passes."""
+def _open(model_dir: str, ds: Dataset | None, info: dict | None = None) -> LoadedNetwork:
+    """Scan, then load: nothing touches the graph before the op allowlist passes. With
+    `info` (what its validation learned) it is reopened without probes."""
+    scan_saved_model(Path(model_dir))
+    if info:
+        from evaluator.engine.network import reopen_network
+
+        return reopen_network(Path(model_dir), info)
     from evaluator.engine.network import load_network
 
-    scan_saved_model(Path(model_dir))
+    if ds is None:
+        raise ValueError("a network opened for the first time needs the dataset's probe images")
     return load_network(
         Path(model_dir),
         expected_shape=ds.shape,
@@ -60,30 +68,12 @@ def _open(model_dir: str, ds: Dataset) -> LoadedNetwork:
     )
 
 
-def _open_peer(other: dict, ds: Dataset) -> LoadedNetwork:
-    """A stored peer: scanned again (cheap), then opened with its stored description."""
-    if not other.get("info"):
-        return _open(other["model_dir"], ds)
-    from evaluator.engine.network import reopen_network
-
-    scan_saved_model(Path(other["model_dir"]))
-    return reopen_network(Path(other["model_dir"]), other["info"])
-
-
-def _save_predictions(path: str, **arrays: np.ndarray) -> None:
+def _save_predictions(path: str | Path, **arrays: np.ndarray) -> None:
     np.savez(path, **{k: np.asarray(v, dtype=np.uint8) for k, v in arrays.items()})
 
 
-def _unpack(archive: str, extract_to: str | None, progress: Progress) -> Path:
-    progress(0.05, "unpacking archive")
-    target = Path(extract_to or "model")
-    # A retried attempt finds the previous attempt's partial extraction here.
-    shutil.rmtree(target, ignore_errors=True)
-    return archive_mod.unpack_upload(Path(archive), target)
-
-
 def _validate(
-    model_path: Path, ds: Dataset, universal: str | None, out: str, progress: Progress
+    model_path: Path, ds: Dataset, universal: str | None, out: Path, progress: Progress
 ) -> tuple[LoadedNetwork, dict]:
     """Scan, load, check the contract, predict clean (+ universal) into `out`."""
     started = time.perf_counter()
@@ -100,7 +90,14 @@ def _validate(
         probe=ds.x_eval[:PROBE_IMAGES],
     )
     progress(0.5, "clean evaluation")
-    arrays = {"clean": net.predict(ds.x_eval)}
+    predicted = time.perf_counter()
+    first = net.predict_log_probs(ds.x_eval, batch_size=flags.DETERMINISM_PASSES[0][0])
+    arrays = {"clean": first.argmax(axis=1).astype(np.int64)}
+    # One pass over the eval split: what a later peer evaluation of this network is
+    # timed against (its limit is a multiple of this, not the job's whole timeout).
+    eval_seconds = time.perf_counter() - predicted
+    progress(0.6, "determinism and noise checks")
+    net, checks = _checks(net, ds, first)
     if universal:
         progress(0.75, "universal evaluation")
         perturbations = np.load(universal)["perturbations"]
@@ -108,15 +105,71 @@ def _validate(
     _save_predictions(out, **arrays)
     progress(1.0, "evaluated")
     return net, {
-        "model_dir": str(model_path.resolve()),
         "info": net.info.as_dict(),
+        "checks": checks,
         "ops": len(report.ops),
         "seconds": time.perf_counter() - started,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def _checks(net: LoadedNetwork, ds: Dataset, first: np.ndarray) -> tuple[LoadedNetwork, dict]:
+    """The full determinism check and the memorisation check (engine.flags).
+
+    The loader's probe (two passes over 64 images) misses a network that is
+    deterministic only at that batch size: a second full pass, in other batches and a
+    shuffled order, must give the same predictions. If it does not, the network is
+    reopened as non-deterministic (unfrozen, so its randomness stays live) and every
+    attack on it averages over several passes.
+    """
+    from dataclasses import replace
+
+    from evaluator.engine.network import LoadedNetwork as Loaded
+
+    size, _ = flags.DETERMINISM_PASSES[1]
+    order = np.random.default_rng().permutation(len(ds.x_eval))
+    second = np.empty_like(first)
+    second[order] = net.predict_log_probs(ds.x_eval[order], batch_size=size)
+    disagreements = flags.prediction_disagreements(first, second)
+    probe_deterministic = net.info.deterministic
+    if disagreements and probe_deterministic:
+        # The loader's own objects: rebuilt around the signature itself, not the frozen graph.
+        net = Loaded(net._loaded, net.signature_function, replace(net.info, deterministic=False))
+    clean = first.argmax(axis=1) == ds.y_eval
+    # Fresh unseeded noise every evaluation: nothing to train against.
+    noisy = net.predict(flags.imperceptible_noise(ds.x_eval)) == ds.y_eval
+    return net, {
+        "probe_deterministic": bool(probe_deterministic),
+        "disagreements": disagreements,
+        "compared": int(len(ds.x_eval)),
+        "passes": [list(p) for p in flags.DETERMINISM_PASSES],
+        "noise_amplitude": flags.NOISE_AMPLITUDE,
+        "noise_clean_correct": int(clean.sum()),
+        "noise_noisy_correct": int(noisy.sum()),
+    }
+
+
+def _audit(net: LoadedNetwork, ds: Dataset, out: Path, epsilon: float, progress: Progress) -> dict:
+    """The untargeted audit (engine.audit) and its ε curve: per-image predictions in `out`."""
+    from evaluator.engine.audit import AuditConfig, audit
+
+    config = AuditConfig(epsilon=epsilon, eot_samples=EOT_SAMPLES_STOCHASTIC)
+    progress(0.02, "audit attack")
+    result = audit(net, ds.x_eval, ds.y_eval, config, progress=lambda f: progress(0.02 + 0.98 * f, "audit attack"))
+    _save_predictions(out, predictions=result.predictions)
+    return {
+        "curve": result.curve,
+        "epsilon": epsilon,
+        "steps": config.steps,
+        "restarts": config.restarts,
+        "eot_samples": result.eot_samples,
+        "gradient_steps": result.gradient_steps,
+        "seconds": float(result.seconds),
     }
 
 
 def _attack(
-    net: LoadedNetwork, ds: Dataset, out: str, epsilon: float, step: float, steps: int,
+    net: LoadedNetwork, ds: Dataset, out: Path, epsilon: float, step: float, steps: int,
     progress: Progress,
 ) -> tuple[np.ndarray, dict]:
     """adv(B): the targeted attack on every eval image, stored as float32 in `out`."""
@@ -144,81 +197,18 @@ def _attack(
     }
 
 
-def _cross(
-    net: LoadedNetwork, ds: Dataset, own: np.ndarray | None, others: list[dict], out: str,
-    progress: Progress,
-) -> dict:
-    """Row and column predictions against `others` (see cross_evaluate) into `out`."""
+def _rows(net: LoadedNetwork, rows: list[dict], out: Path, progress: Progress) -> dict:
+    """This network on each other network's adversarial set (its row of the matrix)."""
     arrays: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
-    for i, other in enumerate(others):
-        progress(i / max(1, len(others)), f"network {other['id']}")
-        if other.get("row") and other.get("adversarial"):
-            started = time.perf_counter()
-            adv = np.load(other["adversarial"])["adversarial"]
-            arrays[f"row_{other['id']}"] = net.predict(adv)
-            timings[f"row_{other['id']}"] = time.perf_counter() - started
-        if other.get("column") and own is not None:
-            started = time.perf_counter()
-            arrays[f"column_{other['id']}"] = _open_peer(other, ds).classify(own)
-            timings[f"column_{other['id']}"] = time.perf_counter() - started
+    for i, row in enumerate(rows):
+        progress(i / max(1, len(rows)), str(row.get("name") or f"network {row['id']}"))
+        started = time.perf_counter()
+        arrays[f"row_{row['id']}"] = net.predict(np.load(row["adversarial"])["adversarial"])
+        timings[f"row_{row['id']}"] = time.perf_counter() - started
     _save_predictions(out, **arrays)
     progress(1.0, "cross-evaluated")
     return {"keys": sorted(arrays), "seconds": timings}
-
-
-def validate_and_evaluate(
-    *,
-    dataset: str,
-    out: str,
-    model_dir: str | None = None,
-    archive: str | None = None,
-    extract_to: str | None = None,
-    universal: str | None = None,
-    progress: Progress = _noop,
-) -> dict:
-    """Unpack (uploads), scan, load, check the contract, predict clean + universal."""
-    model_path = _unpack(archive, extract_to, progress) if archive else Path(model_dir or "")
-    _net, value = _validate(model_path, load_dataset(Path(dataset)), universal, out, progress)
-    return value
-
-
-def attack(
-    *,
-    model_dir: str,
-    dataset: str,
-    out: str,
-    epsilon: float,
-    step: float,
-    steps: int,
-    progress: Progress = _noop,
-) -> dict:
-    """adv(B) as its own job (the build's control network, reruns)."""
-    ds = load_dataset(Path(dataset))
-    _adv, value = _attack(_open(model_dir, ds), ds, out, epsilon, step, steps, progress)
-    return value
-
-
-def cross_evaluate(
-    *,
-    model_dir: str,
-    dataset: str,
-    own_adversarial: str | None,
-    others: list[dict],
-    out: str,
-    progress: Progress = _noop,
-) -> dict:
-    """The new network's row and column of the matrix.
-
-    others: [{"id": int, "model_dir": str, "adversarial": str | None, "info": dict,
-              "row": bool, "column": bool}] — row: evaluate the new network on that
-    network's adversarial set; column: evaluate that network (reopened with the
-    `info` its validation stored) on ours.
-    """
-    ds = load_dataset(Path(dataset))
-    net = _open(model_dir, ds)
-    own = np.load(own_adversarial)["adversarial"] if own_adversarial else None
-    return _cross(net, ds, own, others, out, progress)
 
 
 def _phase(progress: Progress, name: str) -> Progress:
@@ -239,49 +229,68 @@ def _mark_done(out_dir: Path, name: str, value: dict, started: float) -> dict:
 def evaluate_network(
     *,
     dataset: str,
+    model_dir: str,
     out_dir: str,
-    others: list[dict],
-    archive: str | None = None,
-    extract_to: str | None = None,
-    model_dir: str | None = None,
+    validate: bool = True,
+    info: dict | None = None,
     universal: str | None = None,
     attack: dict | None = None,
     own_adversarial: str | None = None,
+    rows: list[dict] | None = None,
+    audit: dict | None = None,
     progress: Progress = _noop,
 ) -> dict:
-    """An upload's whole evaluation in one process: validate → attack → cross.
+    """One network's evaluation in one process: validate → attack → audit → its matrix row.
 
-    TensorFlow is imported and the model loaded once (as three jobs the import alone
-    was ~22% of upload → ranked). Each phase writes its arrays, then `<phase>.json`,
-    into out_dir: validation.json (+ validation.npz), attack.json (+ adversarial.npz),
-    cross.json (+ cross.npz). With `archive` the model is unpacked and validated;
-    otherwise it was validated before and is opened from `model_dir`. With `attack`
-    ({epsilon, step, steps}) it is attacked; otherwise `own_adversarial` is its stored
-    set. `others` as in cross_evaluate.
+    TensorFlow is imported and the model loaded once. Only this one network's model is
+    ever loaded here (a peer is evaluated on this network's set by `classify`, in its
+    own child). Each phase writes its arrays, then `<phase>.json`, into out_dir:
+    validation.json (+ validation.npz), attack.json (+ adversarial.npz), audit.json
+    (+ audit.npz), cross.json (+ cross.npz). Without `validate` the model was validated
+    before and is reopened with its stored `info`. With `attack` ({epsilon, step, steps}) it is attacked;
+    otherwise `own_adversarial` is its stored set. With `audit` ({epsilon}) the
+    untargeted audit runs. rows: [{"id", "adversarial", "name"}].
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(Path(dataset))
     result: dict = {}
     started = time.perf_counter()
-    if archive:
-        report = _phase(progress, "validate")
-        model_path = _unpack(archive, extract_to, report)
-        net, value = _validate(model_path, ds, universal, str(out / "validation.npz"), report)
+    if validate:
+        net, value = _validate(Path(model_dir), ds, universal, out / "validation.npz", _phase(progress, "validate"))
         result["validation"] = _mark_done(out, "validation", value, started)
     else:
-        net = _open(model_dir or "", ds)
+        net = _open(model_dir, ds, info)
     if attack is not None:
         started = time.perf_counter()
-        own, value = _attack(net, ds, str(out / "adversarial.npz"), progress=_phase(progress, "attack"),
-                             **attack)
+        _own, value = _attack(net, ds, out / "adversarial.npz", progress=_phase(progress, "attack"), **attack)
         result["attack"] = _mark_done(out, "attack", value, started)
-    else:
-        own = np.load(own_adversarial)["adversarial"] if own_adversarial else None
+    if audit is not None:
+        started = time.perf_counter()
+        value = _audit(net, ds, out / "audit.npz", progress=_phase(progress, "audit"), **audit)
+        result["audit"] = _mark_done(out, "audit", value, started)
     started = time.perf_counter()
-    value = _cross(net, ds, own, others, str(out / "cross.npz"), _phase(progress, "cross"))
+    value = _rows(net, rows or [], out / "cross.npz", _phase(progress, "cross"))
     result["cross"] = _mark_done(out, "cross", value, started)
     return result
+
+
+def classify(
+    *, model_dir: str, info: dict, adversarial: str, out: str, progress: Progress = _noop
+) -> dict:
+    """A stored peer on another network's adversarial set (one cell of its row).
+
+    Scanned again (cheap), reopened with the description its validation stored (no
+    probes, no tracing), one pass over the set.
+    """
+    progress(0.1, "loading model")
+    net = _open(model_dir, None, info)
+    progress(0.5, "classifying")
+    started = time.perf_counter()
+    predictions = net.classify(np.load(adversarial)["adversarial"])
+    _save_predictions(out, predictions=predictions)
+    progress(1.0, "classified")
+    return {"seconds": time.perf_counter() - started}
 
 
 def compute_universal(
@@ -323,9 +332,16 @@ def build_reference(
     probe: str | None = None,
     progress: Progress = _noop,
 ) -> dict:
-    """Train one reference defense and export it as an ordinary SavedModel."""
-    from evaluator.engine.defenses import RECIPES, BuildContext
+    """Train one reference defense and export it as an ordinary SavedModel.
 
+    The child is a fresh process, so TensorFlow's thread pools can still be pinned here,
+    before any op runs: with the recipe's seeds and op determinism (Recipe.build), two
+    builds of the same recipe and seed give the same weights bit for bit (issue 12).
+    """
+    from evaluator.engine.defenses import RECIPES, BuildContext
+    from evaluator.engine.defenses.base import deterministic_runtime
+
+    runtime = deterministic_runtime()
     ds = load_dataset(Path(dataset))
     probe_arrays = None
     if probe:
@@ -342,4 +358,5 @@ def build_reference(
             probe=probe_arrays,
         )
     )
-    return {"model_dir": str(result.model_dir), "params": result.params, "report": result.report}
+    return {"model_dir": str(result.model_dir), "params": result.params,
+            "report": {**result.report, "runtime": runtime}}

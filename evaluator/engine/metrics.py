@@ -8,6 +8,7 @@ binomial tail is summed here in log space rather than borrowed from SciPy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,13 @@ def accuracy_from_correct(correct: np.ndarray) -> Accuracy:
     return Accuracy(correct=hits, total=total, value=value, low=low, high=high)
 
 
+def accuracy_from_counts(correct: int, total: int) -> Accuracy:
+    """Accuracy of `correct` right out of `total`, from stored counts."""
+    low, high = wilson_interval(correct, total)
+    value = int(correct) / int(total) if total else math.nan
+    return Accuracy(correct=int(correct), total=int(total), value=value, low=low, high=high)
+
+
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> Accuracy:
     """Accuracy of predictions against labels.
 
@@ -113,6 +121,39 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> Accuracy:
     if labels.ndim != 1 or preds.shape != labels.shape:
         raise ValueError(f"predictions {preds.shape} and labels {labels.shape} differ")
     return accuracy_from_correct(preds == labels)
+
+
+def robust_correct(correct_sets: Sequence[np.ndarray]) -> np.ndarray:
+    """Per image, right under every set at once: the worst case over attacks (SPEC §2
+    "Robust accuracy"). The logical AND of per-image correctness vectors, all of one
+    length; an empty list is refused (no attack measured means no robust figure)."""
+    if not correct_sets:
+        raise ValueError("robust correctness needs at least one correctness vector")
+    arrays = [np.asarray(c) for c in correct_sets]
+    for a in arrays:
+        if a.ndim != 1 or a.shape != arrays[0].shape:
+            raise ValueError(f"correctness vectors must be 1-D and equal length: {[x.shape for x in arrays]}")
+        if a.dtype != np.bool_ and a.size and not np.isin(a, (0, 1)).all():
+            raise ValueError("correctness must be boolean (or 0/1)")
+    # In place, one vector at a time: a ranking does this for every network over every
+    # other network's set, so no N x images stack is built.
+    out = arrays[0].astype(bool, copy=True)
+    for a in arrays[1:]:
+        np.logical_and(out, a, out=out)
+    return out
+
+
+def robust_accuracy(correct_sets: Sequence[np.ndarray]) -> Accuracy:
+    """Accuracy of `robust_correct`, with its Wilson interval."""
+    return accuracy_from_correct(robust_correct(correct_sets))
+
+
+def interval_below(a: Accuracy, b: Accuracy) -> bool:
+    """True when a's whole 95% interval lies below b's: a is lower beyond what sampling
+    explains (the rule of the gradient-masking and memorisation flags)."""
+    if a.total == 0 or b.total == 0:
+        return False
+    return a.high < b.low
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

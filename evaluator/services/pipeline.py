@@ -1,7 +1,12 @@
-"""The pipeline one network goes through: validate → attack → cross-evaluate → rank.
+"""The pipeline one network goes through: accept → validate → attack → matrix → rank.
 
-For an upload the first three run as one sandbox job (network_evaluate); the
-separate stage functions serve the benchmark build and resume partial work.
+The archive is unpacked here (engine.archive: stdlib, defensive) and every file of the
+model is hashed; from then on each job gets a verified copy of exactly that model. One
+sandbox job does the network's validation, attack and matrix row (its model on the
+others' adversarial sets). Its column (each other network on its adversarial set) is
+computed by one job per peer, the peer's model alone in its own child (peers.py), so
+no process ever holds two networks' models and a peer that misbehaves is charged to
+itself.
 
 Every stage is idempotent: it first looks at what is already stored and only
 computes what is missing, so a task redelivered after a worker died (acks_late)
@@ -12,31 +17,42 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
+from pathlib import Path
 
+from evaluator.engine import archive, isolation
+from evaluator.engine import jobs as engine_jobs
+from evaluator.engine.errors import ContractError
 from evaluator.engine.jobs import PHASES
-from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
-from evaluator.services import results, storage
+from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job, UniversalSet
+from evaluator.services import peers, results, storage
 from evaluator.services.jobs import (
+    MODEL_CHANGED,
+    Inputs,
     JobCancelled,
     JobFailed,
     JobRejected,
+    JobUnavailable,
     Phases,
     Stage,
+    isolation_problem,
     job_open,
     job_run,
+    sandbox_limits,
 )
 from leaderboard.models import Network
 
 log = logging.getLogger(__name__)
 
 S = Network.Status
-# validate_and_evaluate reports 0.5 when it starts predicting: from there it is evaluating.
+# The engine reports 0.5 of validation when it starts predicting: from there it is evaluating.
 VALIDATE = Phases(((0.0, 0.5, Stage(S.VALIDATING, 0, 12)), (0.5, 1.0, Stage(S.EVALUATING, 12, 25))))
-ATTACK = Stage(S.ATTACKING, 25, 70)
+ATTACK = Stage(S.ATTACKING, 25, 42)
+AUDIT = Stage(S.ATTACKING, 42, 70)  # the untargeted audit is an attack too, for the status
 CROSS = Stage(S.CROSS_EVALUATING, 70, 98)
 EVALUATE = Phases(tuple((*PHASES[name], stage) for name, stage in
-                        (("validate", VALIDATE), ("attack", ATTACK), ("cross", CROSS))))
+                        (("validate", VALIDATE), ("attack", ATTACK), ("audit", AUDIT), ("cross", CROSS))))
+UNAVAILABLE = "waiting: {problem}. Untrusted models are evaluated only inside the sandbox."
 
 
 def network_set_status(*, network: Network, status: str, reason: str = "", progress: int | None = None) -> None:
@@ -54,8 +70,13 @@ def network_set_status(*, network: Network, status: str, reason: str = "", progr
 def _fail(network: Network, exc: Exception) -> bool:
     if not Network.objects.filter(pk=network.pk).exists():
         return False  # deleted while its job ran: nothing to mark
-    if isinstance(exc, JobRejected):
+    if isinstance(exc, JobUnavailable):
+        network_set_status(network=network, status=S.QUEUED, reason=UNAVAILABLE.format(problem=exc))
+    elif isinstance(exc, JobRejected):
         network_set_status(network=network, status=S.REJECTED, reason=str(exc))
+        # Nothing of a rejected model stays unpacked; its archive stays for the owner.
+        storage.remove_tree(storage.media_path(f"networks/{network.pk}/model"))
+        Network.objects.filter(pk=network.pk).update(model_files={}, info={})
     elif isinstance(exc, JobCancelled):
         network_set_status(network=network, status=S.FAILED, reason="cancelled by an administrator")
     else:
@@ -66,74 +87,107 @@ def _fail(network: Network, exc: Exception) -> bool:
 def _validated(network: Network) -> bool:
     have = set(network.evaluations.filter(source__isnull=True).values_list("kind", flat=True))
     universal = UniversalSet.objects.filter(benchmark=network.benchmark).exists()
-    return bool(network.info) and Evaluation.Kind.CLEAN in have and (
+    return bool(network.info.get("signature")) and Evaluation.Kind.CLEAN in have and (
         not universal or Evaluation.Kind.UNIVERSAL in have
     )
 
 
-def _universal_path(network: Network) -> str | None:
-    universal = UniversalSet.objects.filter(benchmark=network.benchmark).first()
-    return str(storage.media_path(universal.file)) if universal else None
+def network_accept(*, network: Network) -> bool:
+    """Unpack the stored archive (once) and record the sha256 of every model file.
+
+    A rerun unpacks again and must find the very files accepted the first time.
+    """
+    if network.info.get("model_dir") and network.model_files:
+        return True
+    target = storage.network_dir(network.pk) / "model"
+    storage.remove_tree(target)
+    try:
+        model = archive.unpack_upload(storage.media_path(network.archive), target)
+        manifest = isolation.folder_manifest(model)
+    except ContractError as exc:
+        storage.remove_tree(target)
+        return _fail(network, JobRejected(str(exc)))
+    if network.model_files and manifest != network.model_files:
+        log.error("network %s: the re-unpacked model differs from the accepted one", network.pk)
+        return _fail(network, JobFailed(MODEL_CHANGED))
+    network.model_files = manifest
+    network.info = {**network.info, "model_dir": storage.relative(model)}
+    network.save(update_fields=["model_files", "info", "updated_at"])
+    return True
+
+
+def _store_finished(network: Network, stored: set[str], out: Path) -> None:
+    """Store each phase whose `<phase>.json` the job has written (it writes it last)."""
+    if "validation" not in stored and (out / "validation.json").exists():
+        stored.add("validation")
+        value = json.loads((out / "validation.json").read_text())
+        results.validation_store(network, value, out / "validation.npz")
+    if "attack" not in stored and (out / "attack.json").exists():
+        stored.add("attack")
+        # A copy, taken once the phase is complete: the child never reaches the stored file.
+        stored_set = storage.network_dir(network.pk) / "adversarial.npz"
+        shutil.copyfile(out / "adversarial.npz", stored_set)
+        results.attack_store(network, json.loads((out / "attack.json").read_text()), stored_set)
+    if "audit" not in stored and (out / "audit.json").exists():
+        stored.add("audit")
+        results.audit_store(network, json.loads((out / "audit.json").read_text()), out / "audit.npz")
+
+
+def _network_job(network: Network, *, validate: bool, attack: bool, peers_todo: list[Network],
+                 audit: bool = False) -> bool:
+    """What is missing of validation, attack and audit, plus the matrix row, in one sandbox job.
+
+    Each phase is stored as soon as the job reports past it, so the page shows the clean
+    accuracy during the attack and a worker lost mid-attack does not lose the validation.
+    """
+    bench = network.benchmark
+    inputs = Inputs()
+    kwargs: dict = {
+        "dataset": inputs.file("dataset.npz", storage.media_path(bench.data_file)),
+        "model_dir": inputs.model("model", network),
+        "out_dir": isolation.OUTPUTS,
+        "validate": validate,
+        "info": None if validate else network.info,
+        "rows": [
+            {"id": p.pk, "name": p.name, "adversarial": inputs.file(f"adv-{p.pk}.npz", storage.media_path(p.adversarial.file))}
+            for p in peers_todo
+        ],
+    }
+    if validate and (universal := UniversalSet.objects.filter(benchmark=bench).first()):
+        kwargs["universal"] = inputs.file("universal.npz", storage.media_path(universal.file))
+    if attack:
+        kwargs["attack"] = bench.attack_config()
+    if audit:
+        kwargs["audit"] = {"epsilon": bench.epsilon}
+    first = "validate" if validate else "attack" if attack else "audit" if audit else "cross"
+    start = PHASES[first][0]
+    status, progress = EVALUATE.at(start)
+    network_set_status(network=network, status=status, progress=progress)
+    job = job_open(kind=Job.Kind.EVALUATE, benchmark=bench, network=network)
+    out_dir = storage.network_dir(network.pk) / "evaluate"
+    stored: set[str] = set()
+    try:
+        value = job_run(
+            job=job, target=engine_jobs.evaluate_network, kwargs=kwargs, inputs=inputs, out_dir=out_dir,
+            network=network, stage=EVALUATE, limits=sandbox_limits(trusted=network.is_reference),
+            on_report=lambda out: _store_finished(network, stored, out),
+        )
+    except (JobRejected, JobFailed, JobCancelled, JobUnavailable) as exc:
+        return _fail(network, exc)
+    _store_finished(network, stored, out_dir)
+    results.rows_store(network, {p.pk: p for p in peers_todo}, value["cross"], out_dir / "cross.npz")
+    storage.remove_tree(out_dir)
+    job.refresh_from_db()
+    job.append_log("phases: " + ", ".join(f"{name} {part['phase_seconds']:.2f} s" for name, part in value.items()))
+    job.save(update_fields=["log"])
+    return True
 
 
 def network_validate(*, network: Network) -> bool:
     """Unpack, scan, load, check the contract; evaluate on clean and universal sets."""
     if _validated(network):
         return True
-    bench = network.benchmark
-    network_set_status(network=network, status=S.VALIDATING, progress=0)
-    ndir = storage.network_dir(network.pk)
-    model_dir = ndir / "model"
-    storage.remove_tree(model_dir)
-    job = job_open(kind=Job.Kind.VALIDATE, benchmark=bench, network=network)
-    out = ndir / "predictions-clean.npz"
-    try:
-        value = job_run(
-            job=job,
-            target="evaluator.engine.jobs:validate_and_evaluate",
-            kwargs={
-                "dataset": str(storage.media_path(bench.data_file)),
-                "archive": str(storage.media_path(network.archive)),
-                "extract_to": str(model_dir),
-                "universal": _universal_path(network),
-                "out": str(out),
-            },
-            network=network,
-            stage=VALIDATE,
-        )
-    except (JobRejected, JobFailed, JobCancelled) as exc:
-        storage.remove_tree(model_dir)
-        return _fail(network, exc)
-    network_set_status(network=network, status=S.EVALUATING)
-    results.validation_store(network, value, out)
-    return True
-
-
-def network_attack(*, network: Network) -> bool:
-    """adv(network): one targeted attack on every eval image, stored once."""
-    if AdversarialDataset.objects.filter(network=network).exists():
-        return True
-    bench = network.benchmark
-    network_set_status(network=network, status=S.ATTACKING, progress=ATTACK.start)
-    out = storage.network_dir(network.pk) / "adversarial.npz"
-    job = job_open(kind=Job.Kind.ATTACK, benchmark=bench, network=network)
-    try:
-        value = job_run(
-            job=job,
-            target="evaluator.engine.jobs:attack",
-            kwargs={
-                "model_dir": str(storage.media_path(network.info["model_dir"])),
-                "dataset": str(storage.media_path(bench.data_file)),
-                "out": str(out),
-                **bench.attack_config(),
-            },
-            network=network,
-            stage=ATTACK,
-        )
-    except (JobRejected, JobFailed, JobCancelled) as exc:
-        return _fail(network, exc)
-    results.attack_store(network, value, out)
-    return True
+    return network_accept(network=network) and _network_job(network, validate=True, attack=False, peers_todo=[])
 
 
 def _peers(network: Network) -> list[Network]:
@@ -142,145 +196,60 @@ def _peers(network: Network) -> list[Network]:
         Network.objects.filter(benchmark=network.benchmark, adversarial__isnull=False)
         .exclude(pk=network.pk)
         .exclude(status__in=[S.REJECTED, S.FAILED])
+        .exclude(peer_failures__resolved=False)
         .select_related("adversarial")
+        .distinct()
     )
 
 
-def _missing_pairs(network: Network, peers: list[Network]) -> list[dict]:
-    """The engine's `others`: peers with the row and/or column not stored yet."""
-    have_row = set(Evaluation.objects.filter(network=network, source__in=peers).values_list("source_id", flat=True))
-    have_col = set(Evaluation.objects.filter(source=network, network__in=peers).values_list("network_id", flat=True))
-    return [
-        {
-            "id": p.pk,
-            "model_dir": str(storage.media_path(p.info["model_dir"])),
-            "adversarial": str(storage.media_path(p.adversarial.file)),
-            "info": p.info,
-            "row": p.pk not in have_row,
-            "column": p.pk not in have_col,
-        }
-        for p in peers
-        if p.pk not in have_row or p.pk not in have_col
-    ]
+def _missing(network: Network, peers_now: list[Network]) -> tuple[list[Network], list[Network]]:
+    """(peers whose set this network has not been evaluated on, peers not yet evaluated
+    on this network's set)."""
+    have_row = set(Evaluation.objects.filter(network=network, source__in=peers_now).values_list("source_id", flat=True))
+    have_col = set(Evaluation.objects.filter(source=network, network__in=peers_now).values_list("network_id", flat=True))
+    return [p for p in peers_now if p.pk not in have_row], [p for p in peers_now if p.pk not in have_col]
 
 
 def network_cross_evaluate(*, network: Network) -> bool:
     """The network's row and column of the matrix: only the pairs not yet stored.
 
-    Loops until no pair is missing, because a network that finished its attack
-    while this job ran must still meet this one (two concurrent uploads).
+    Loops until no pair is missing, because a network that finished its attack while
+    this ran must still meet this one (two concurrent uploads). A peer that fails on
+    this network's set is charged to the peer (peers.peer_charge) and left out.
     """
-    bench = network.benchmark
-    own = AdversarialDataset.objects.get(network=network)
     for _round in range(5):
-        peers = _peers(network)
-        todo = _missing_pairs(network, peers)
-        if not todo:
+        rows, columns = _missing(network, _peers(network))
+        if not rows and not columns:
             return True
         network_set_status(network=network, status=S.CROSS_EVALUATING, progress=CROSS.start)
-        out = storage.network_dir(network.pk) / "predictions-cross.npz"
-        job = job_open(kind=Job.Kind.CROSS, benchmark=bench, network=network)
+        if rows and not _network_job(network, validate=False, attack=False, peers_todo=rows):
+            return False
         try:
-            value = job_run(
-                job=job,
-                target="evaluator.engine.jobs:cross_evaluate",
-                kwargs={
-                    "model_dir": str(storage.media_path(network.info["model_dir"])),
-                    "dataset": str(storage.media_path(bench.data_file)),
-                    "own_adversarial": str(storage.media_path(own.file)),
-                    "others": todo,
-                    "out": str(out),
-                },
-                network=network,
-                stage=CROSS,
-            )
-        except (JobRejected, JobFailed, JobCancelled) as exc:
+            peers.columns_evaluate(network=network, peers_todo=columns)
+        except (JobCancelled, JobUnavailable) as exc:
             return _fail(network, exc)
-        results.cross_store(network, peers, value, out)
-    return True
-
-
-def _evaluate_in_one_job(network: Network, *, validated: bool, adversarial: AdversarialDataset | None) -> bool:
-    """What is missing of validate and attack, plus the pairs, in one sandbox job.
-
-    Each phase is stored as soon as the job reports past it (the engine writes
-    `<phase>.json` last), so the page shows the clean accuracy during the attack
-    and a worker lost mid-attack does not lose the validation.
-    """
-    bench = network.benchmark
-    ndir = storage.network_dir(network.pk)
-    out_dir = ndir / "evaluate"
-    storage.remove_tree(out_dir)
-    model_dir = ndir / "model"
-    kwargs: dict = {"dataset": str(storage.media_path(bench.data_file)), "out_dir": str(out_dir)}
-    if validated:
-        kwargs["model_dir"] = str(storage.media_path(network.info["model_dir"]))
-    else:
-        storage.remove_tree(model_dir)
-        kwargs.update(archive=str(storage.media_path(network.archive)), extract_to=str(model_dir),
-                      universal=_universal_path(network))
-    if adversarial is None:
-        kwargs["attack"] = bench.attack_config()
-    else:  # stored already: its evaluations were made on this file, keep it
-        kwargs["own_adversarial"] = str(storage.media_path(adversarial.file))
-    peers = _peers(network)
-    kwargs["others"] = _missing_pairs(network, peers)
-    adversarial_path = ndir / "adversarial.npz"
-
-    stored: set[str] = set()
-
-    def store_finished(_fraction: float = 1.0, _text: str = "") -> None:
-        phase = "validation"
-        if phase not in stored and (out_dir / f"{phase}.json").exists():
-            stored.add(phase)
-            value = json.loads((out_dir / f"{phase}.json").read_text())
-            results.validation_store(network, value, out_dir / "validation.npz")
-        phase = "attack"
-        if phase not in stored and (out_dir / f"{phase}.json").exists():
-            stored.add(phase)
-            os.replace(out_dir / "adversarial.npz", adversarial_path)
-            results.attack_store(network, json.loads((out_dir / f"{phase}.json").read_text()), adversarial_path)
-
-    status, progress = EVALUATE.at(0.0 if not validated else PHASES["attack"][0])
-    network_set_status(network=network, status=status, progress=progress)
-    job = job_open(kind=Job.Kind.EVALUATE, benchmark=bench, network=network)
-    try:
-        value = job_run(
-            job=job,
-            target="evaluator.engine.jobs:evaluate_network",
-            kwargs=kwargs,
-            network=network,
-            stage=EVALUATE,
-            on_report=store_finished,
-        )
-    except (JobRejected, JobFailed, JobCancelled) as exc:
-        if not validated and "validation" not in stored:
-            storage.remove_tree(model_dir)
-        storage.remove_tree(out_dir)
-        return _fail(network, exc)
-    store_finished()
-    results.cross_store(network, peers, value["cross"], out_dir / "cross.npz")
-    storage.remove_tree(out_dir)
-    job.refresh_from_db()
-    job.append_log("phases: " + ", ".join(f"{name} {part['phase_seconds']:.2f} s" for name, part in value.items()))
-    job.save(update_fields=["log"])
     return True
 
 
 def network_evaluate(*, network: Network) -> bool:
-    """Everything between upload and ranking, resuming from what is stored.
-
-    One sandbox job does validate + attack + cross (TensorFlow imported and the model
-    loaded once); then any pair still missing (a peer that finished its attack
-    meanwhile) is filled in by a cross job.
-    """
+    """Everything between upload and ranking, resuming from what is stored."""
+    if not network.is_reference and (problem := isolation_problem()):
+        return _fail(network, JobUnavailable(problem))
+    if not network_accept(network=network):
+        return False
     validated = _validated(network)
-    adversarial = AdversarialDataset.objects.filter(network=network).first()
-    if not (validated and adversarial is not None):
-        if not _evaluate_in_one_job(network, validated=validated, adversarial=adversarial):
+    attacked = AdversarialDataset.objects.filter(network=network).exists()
+    audited = AuditResult.objects.filter(network=network).exists()
+    if not (validated and attacked and audited):
+        rows, _columns = _missing(network, _peers(network))
+        if not _network_job(network, validate=not validated, attack=not attacked, peers_todo=rows,
+                            audit=not audited):
             return False
     network.refresh_from_db()
-    return network_cross_evaluate(network=network)
+    if not network_cross_evaluate(network=network):
+        return False
+    peers.failures_resolve(network=network)
+    return True
 
 
 def network_run_pipeline(*, network: Network) -> bool:
@@ -292,5 +261,3 @@ def network_run_pipeline(*, network: Network) -> bool:
         return False
     benchmark_rank(benchmark=network.benchmark)
     return True
-
-

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from evaluator.engine import ladder as ladder_engine
 from evaluator.models import AdversarialDataset, Evaluation
-from evaluator.services import storage
+from evaluator.services import results, storage
 from leaderboard.models import Benchmark, Network
 
 S = Network.Status
@@ -61,6 +61,9 @@ def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> Matr
     qs = (
         Network.objects.filter(benchmark=benchmark, adversarial__isnull=False)
         .exclude(status__in=[S.REJECTED, S.FAILED])
+        # A peer that failed on a newer network's set waits for its re-validation
+        # outside the matrix, so the newer network is ranked without that cell.
+        .exclude(peer_failures__resolved=False)
         .select_related("adversarial")
         .order_by("pk")
     )
@@ -150,6 +153,10 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
         # Serialise concurrent recomputations on the benchmark row.
         benchmark = Benchmark.objects.select_for_update().get(pk=benchmark.pk)
         data = matrix_gather(benchmark=benchmark)
+        # Robust accuracy and flags first: every new network adds a set to everyone's
+        # worst case, and the ladder breaks its ties by robust accuracy.
+        labels = storage.eval_labels(benchmark.data_file) if benchmark.data_file else None
+        results.networks_judge(data.networks, data.correct, labels, benchmark.num_classes)
         ranking = ranking_compute(data, reference_scores=benchmark.reference_scores)
         now = timezone.now()
         included = {n.pk for n in data.networks}
@@ -158,6 +165,7 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
                 "level": ranking.levels[net.pk],
                 "score": ranking.scores[net.pk],
                 "deciding_rung": ranking.deciding[net.pk],
+                **{name: getattr(net, name) for name in results.JUDGED_FIELDS},
             }
             # Only a network whose pipeline reached the ranking stage becomes ranked;
             # one still in an earlier stage keeps its status.

@@ -8,14 +8,12 @@ from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from evaluator.engine import flags
+
 register = template.Library()
 
-FLAG_TEXT = {
-    "gradient-masking": "gradients vanish on most images: the attack could not move (gradient masking suspected)",
-    "non-deterministic": "two passes over the same images gave different outputs",
-    "probabilities": "the network outputs probabilities, not logits",
-    "low-accuracy": "clean accuracy below twice chance",
-}
+# One definition of every flag's wording: the engine's (evaluator.engine.flags, no TF).
+FLAG_TEXT = flags.DESCRIPTIONS
 
 
 @register.filter

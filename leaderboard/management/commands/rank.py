@@ -46,7 +46,7 @@ class Command(BaseCommand):
 
     def summarise(self, network: Network) -> dict:
         row = selectors.network_row(network)
-        for key in ("clean_accuracy", "universal_accuracy", "whitebox_accuracy"):
+        for key in ("clean_accuracy", "universal_accuracy", "whitebox_accuracy", "robust_accuracy"):
             value = row[key]
             row[key] = value["value"] if value else None
             if value:
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         if network.status == Network.Status.RANKED:
             lines.append(f"  level {network.level} robustness, score {network.score:+.3f}")
             for label, key in (("clean", "clean_accuracy"), ("universal", "universal_accuracy"),
-                               ("white-box", "whitebox_accuracy")):
+                               ("white-box", "whitebox_accuracy"), ("robust", "robust_accuracy")):
                 if row[key] is not None:
                     lo, hi = row[key.replace("accuracy", "interval")]
                     lines.append(f"  {label:<10} accuracy {row[key]:.1%} [{lo:.1%}, {hi:.1%}]")
