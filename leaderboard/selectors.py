@@ -71,10 +71,12 @@ def _ranked(status: str, level: int | None) -> bool:
     return status == S.RANKED and level is not None
 
 
-def _board_key(pk: int, status: str, level: int | None, score: float | None) -> tuple:
-    """Ranked first (level, then score, both descending), then running, then the rest."""
+def _board_key(pk: int, status: str, level: int | None, robust: float | None, score: float | None) -> tuple:
+    """Ranked first (level, then robust accuracy, then score, all descending: SPEC §2),
+    then running, then the rest. A network without a robust accuracy yet sorts below
+    every measured one of its level."""
     group = 0 if _ranked(status, level) else (1 if status in Network.RUNNING else 2)
-    return (group, -(level or 0), -(score or 0.0), pk)
+    return (group, -(level or 0), -(robust if robust is not None else -1.0), -(score or 0.0), pk)
 
 
 def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
@@ -84,7 +86,7 @@ def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all")
         qs = qs.filter(is_reference=True)
     elif kind == "uploads":
         qs = qs.filter(is_reference=False)
-    return sorted(qs, key=lambda n: _board_key(n.pk, n.status, n.level, n.score))
+    return sorted(qs, key=lambda n: _board_key(n.pk, n.status, n.level, n.robust_accuracy, n.score))
 
 
 @dataclass(frozen=True)
@@ -104,18 +106,20 @@ def leaderboard_page(
     at 1,000 networks building every model instance cost more than the query.
     """
     light = sorted(
-        _board_queryset(user=user, benchmark=benchmark).values_list("pk", "status", "level", "score", "is_reference"),
-        key=lambda row: _board_key(*row[:4]),
+        _board_queryset(user=user, benchmark=benchmark).values_list(
+            "pk", "status", "level", "robust_accuracy", "score", "is_reference"
+        ),
+        key=lambda row: _board_key(*row[:5]),
     )
     entries, rank = [], 0
-    for pk, status, level, _score, is_reference in light:
+    for pk, status, level, _robust, _score, is_reference in light:
         ranked = _ranked(status, level)
         rank += ranked
         if kind == "all" or (kind == "references") == is_reference:
             entries.append((pk, rank if ranked else None, ranked))
     shown = Paginator(entries, per_page).get_page(page)
     full = Network.objects.select_related("owner").in_bulk([pk for pk, _, _ in shown.object_list])
-    references = sum(1 for row in light if row[4])
+    references = sum(1 for row in light if row[5])
     return BoardPage(
         rows=[{"network": full[pk], "rank": r, "ranked": ok} for pk, r, ok in shown.object_list if pk in full],
         page=shown,
@@ -143,6 +147,8 @@ def network_row(network: Network) -> dict[str, Any]:
         "universal_robustness": network.universal_robustness,
         "universal_tier": network.universal_tier,
         "whitebox_accuracy": acc("whitebox"),
+        # The worst case over every attack (SPEC §2): the board's second sort key.
+        "robust_accuracy": acc("robust"),
         "attack_success": network.attack_success,
         "is_reference": network.is_reference,
         "recipe": network.recipe or None,
@@ -210,6 +216,10 @@ def network_api_detail(*, network: Network, user: User) -> dict[str, Any]:
             "reason": network.reason or None,
             "stage": network.stage,
             "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
+            # Accuracy against the untargeted audit at each ε (the last point is the full ε).
+            "audit_curve": list(network.audit_curve or []),
+            # One plain sentence per flag: why the level is not trusted.
+            "flag_notes": dict(network.flag_notes or {}),
             "confusion_matrices": network_page_confusions(network=network, user=user),
             "pairwise": [
                 {k: (v.name if k == "reference" else v) for k, v in c.items()}
@@ -418,4 +428,42 @@ def eval_split(*, benchmark: Benchmark) -> dict[str, Any]:
             }
             for i, src, label, digest in rows
         ],
+    }
+
+
+
+# --------------------------------------------------------------------------- metric validity (issue 12)
+
+
+def benchmark_validity(*, benchmark: Benchmark) -> dict[str, Any]:
+    """"Does the level measure robustness?" (engine.validity.assess) across the references
+    and the public ranked uploads (private ones stay out, so every visitor reads the same
+    numbers). Two queries whatever the number of networks: the charter rule needs only
+    accuracies, and only each network's row and column against the references.
+
+    Robust accuracy is read with getattr: the field is added to Network separately, and
+    a network without it counts as "not measured yet", never as a guess.
+    """
+    from evaluator.engine import validity as validity_engine
+
+    nets = list(Network.objects.filter(benchmark=benchmark, status=S.RANKED, level__isnull=False)
+                .filter(Q(is_reference=True) | Q(is_public=True)).order_by("pk"))
+    index = {n.pk: i for i, n in enumerate(nets)}
+    ladder_ids = [pk for pk in (benchmark.ladder or []) if pk in index]
+    M = np.full((len(nets), len(nets)), np.nan)
+    for a, b, value in Evaluation.objects.filter(kind=Evaluation.Kind.ADVERSARIAL).filter(
+        Q(network_id__in=index, source_id__in=ladder_ids) | Q(network_id__in=ladder_ids, source_id__in=index)
+    ).values_list("network_id", "source_id", "accuracy"):
+        M[index[a], index[b]] = value
+    ladder = [index[pk] for pk in ladder_ids]
+    result = validity_engine.assess(
+        levels=[n.level for n in nets], ladder=ladder, scores=[n.score for n in nets], M=M,
+        robust=[getattr(n, "robust_accuracy", None) for n in nets], images=benchmark.eval_size or 0,
+        robust_low=[getattr(n, "robust_low", None) for n in nets],
+        robust_high=[getattr(n, "robust_high", None) for n in nets],
+    )
+    return {
+        "references": len(ladder), "uploads": len(nets) - len(ladder), "measured": result.measured,
+        "correlations": result.correlations, "significant_pairs": result.significant_pairs,
+        "disagreements": [(nets[ladder[i - 1]], i, nets[ladder[j - 1]], j) for i, j in result.disagreements],
     }

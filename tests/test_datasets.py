@@ -18,6 +18,7 @@ from evaluator.engine.datasets import (
     load_npz,
     save_dataset,
     stratified_split,
+    with_targets,
 )
 
 SHAPE_CLASSES = ("circle", "square", "triangle")  # sorted: folder import sorts class names
@@ -103,6 +104,17 @@ def test_draw_targets_uniform_over_other_classes() -> None:
     assert counts[0] == 0 and all(1800 < c < 2200 for c in counts[1:])
     with pytest.raises(DatasetError, match="at least 2 classes"):
         draw_targets(y, 1, seed=0)
+
+
+def test_with_targets_redraws_only_the_targets(mnist5k) -> None:
+    """A deployment's secret seed replaces the public placeholder targets (issue 12)."""
+    first, again, other = (with_targets(mnist5k, seed) for seed in (2**62 + 5, 2**62 + 5, 77))
+    np.testing.assert_array_equal(first.targets, again.targets)  # a rebuild draws the same
+    assert np.mean(first.targets == other.targets) < 0.2  # another seed, other targets
+    assert np.mean(first.targets == mnist5k.targets) < 0.2
+    for ds in (first, other):
+        assert not np.any(ds.targets == ds.y_eval)
+        assert ds.x_eval is mnist5k.x_eval and ds.y_eval is mnist5k.y_eval  # the public split stays
 
 
 # --------------------------------------------------------------------------- .npz import

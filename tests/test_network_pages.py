@@ -52,7 +52,9 @@ def test_network_page_explains_level_and_shows_plots_and_gallery(client) -> None
     verb = "More robust than" if deciding["wins"] else "Not more robust than"
     assert verb in html
     assert f"{deciding['ours'] * 100:.1f}%</strong> vs <strong>{deciding['theirs'] * 100:.1f}%" in html
-    assert "on each other&#x27;s attacks" in html or "on each other's attacks" in html
+    # The revised rule (issue 12): both networks on the same images, not "each other's attacks".
+    assert "of the same images (both networks' adversarial sets)" in html
+    assert "each other" not in html.split('class="level-why"')[1].split("</section>")[0]
     assert re.search(r"p (&lt;|<) 0\.001|p = \d\.\d{3}", html)
     # One row per reference, in ladder order: the revised counts, then the charter's numbers.
     table = html.split('class="comparisons"')[1].split("</table>")[0]
@@ -368,6 +370,17 @@ def test_reference_page_own_rung_stops_its_climb(client) -> None:
     own_row = html.split('class="comparisons"')[1].split("</table>")[0].split("<tr")[-1]
     assert "R3" in own_row and "decides the level" in own_row
     assert f"Level {top.level} robustness" in html
+    # The level card says so too (it showed no deciding sentence on reference pages).
+    card = html.split('class="level-why"')[1].split("</section>")[0]
+    assert "Its own rung, R3, stops its climb: no network is more robust than itself." in card
+    assert "It beats R1 … R2, every rung below its own, so its level is 2." in card
+    assert "reaches at most level k − 1" in card
+    for stale in ("counts as beaten", "own rung left out", "each other"):
+        assert stale not in card
+    bottom = Network.objects.get(pk=suite.benchmark.ladder[0])
+    card = _text(client.get(f"/networks/{bottom.pk}/")).split('class="level-why"')[1].split("</section>")[0]
+    assert bottom.level == 0 and "Its own rung, R1, stops its climb" in card
+    assert "It is R1, the least robust reference, so its level is 0." in card
 
 
 def test_pairwise_rows_count_both_attacks_from_stored_predictions() -> None:

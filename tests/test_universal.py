@@ -67,3 +67,13 @@ def test_universal_dataset_uses_i_mod_k_and_clips():
     expected = [0.6, 0.3, 1.0, 0.6, 0.3, 1.0, 0.6]  # image i gets i mod 3; 0.5 + 0.7 clips to 1
     np.testing.assert_allclose(out[:, 0, 0, 0], expected, atol=1e-6)
     assert universal_dataset(np.zeros((1, 2, 2, 1), np.float32), -perturbations).min() == 0.0
+
+
+def test_deployment_seeds_are_63_bit_and_reproducible(net, mnist_small):
+    """Deployments pass HMAC-derived seeds (evaluator.services.secret): up to 2**63 - 1."""
+    x_train, y_train, _, _ = mnist_small
+    config = UniversalConfig(count=1, epochs=1, subset=100)
+    big = 2**63 - 1
+    first = universal_perturbations(net, x_train, y_train, config, seed=big)
+    np.testing.assert_array_equal(first, universal_perturbations(net, x_train, y_train, config, seed=big))
+    assert not np.array_equal(first, universal_perturbations(net, x_train, y_train, config, seed=big - 1))

@@ -7,11 +7,17 @@ A `Dataset` is everything the engine needs to score networks on one benchmark: t
 train split (reference networks and universal perturbations only), the eval split
 (what every network is scored on) and one fixed target class per eval image, so that
 every network's targeted attack aims at the same classes (SPEC §2).
+
+The split is public by design (seed 0: honest users can keep the eval images out of
+their training data). The targets are not: the loaders draw placeholder targets with the
+public TARGET_SEED, and a deployment redraws them with `with_targets` and a seed derived
+from its secret (evaluator.services.secret) before it stores the benchmark, so nobody
+can replay them from the code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +25,9 @@ import numpy as np
 MNIST5K_NAME = "mnist-5k"
 MNIST5K_TRAIN = 3000  # SPEC §2: 3,000 train / 2,000 eval, stratified, seed 0
 SPLIT_SEED = 0
-# The targets get their own seed so that changing the split seed of an import does not
-# silently reuse the same random stream for both (they would be correlated).
+# The placeholder targets get their own seed so that changing the split seed of an import
+# does not silently reuse the same random stream for both (they would be correlated).
+# Public, so only engine-level tests keep them; stored benchmarks use with_targets.
 TARGET_SEED = 1
 MIN_SIDE = 8  # the references pool twice and downsample to a quarter: smaller breaks them
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -100,6 +107,14 @@ def draw_targets(y: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     shifted = np.random.default_rng(seed).integers(0, num_classes - 1, size=len(y))
     # Drawing from k-1 values and skipping over y keeps the draw uniform over t != y.
     return shifted + (shifted >= y)
+
+
+def with_targets(ds: Dataset, seed: int) -> Dataset:
+    """The same benchmark with its targets drawn afresh from `seed` (the split untouched).
+
+    The same seed gives the same targets, so storing a benchmark again is idempotent.
+    """
+    return replace(ds, targets=draw_targets(ds.y_eval, ds.num_classes, seed))
 
 
 # --------------------------------------------------------------------------- pixels

@@ -39,9 +39,14 @@ S = Network.Status
 
 
 def _deciding_sentence(network: Network, comparisons: list[dict[str, Any]]) -> dict[str, Any] | None:
-    decisive = next((c for c in comparisons if c.get("deciding") and "ours" in c), None)
+    """The comparison that fixes the level, for the level card. A reference whose climb
+    reaches its own rung is stopped by it (no network is more robust than itself, so R_k
+    reaches at most level k - 1): that row has no numbers, and the card says so."""
+    decisive = next((c for c in comparisons if c.get("deciding") and ("ours" in c or c.get("self"))), None)
     if decisive is None:
         return None
+    if decisive.get("self"):
+        return {"self": True, "wins": False, "reference": decisive["reference"], "position": decisive["position"]}
     return {
         "wins": decisive["wins"],
         "reference": decisive["reference"],

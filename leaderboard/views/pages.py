@@ -152,6 +152,7 @@ def benchmark(request: HttpRequest) -> HttpResponse:
             can_see_universal=selectors.can_download_universal(user=request.user),
             rungs=ladder_size(bench),
             has_samples=bool(bench.data_file) and storage.media_path(bench.data_file).is_file(),
+            validity=selectors.benchmark_validity(benchmark=bench),
         )
     return render(request, "leaderboard/benchmark.html", context)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,52 @@ CONTROL_DEFAULTS: Params = {
     "batch_size": 64,
     "learning_rate": 1e-3,
 }
+
+
+# Fixed thread pools for a reference build (issue 12: rebuilds must match to the digit).
+# Eigen splits a multi-threaded reduction or matrix product by the size of its pool, and
+# the order of float additions follows the split, so the pool sizes are part of the
+# recipe; one inter-op thread also fixes the order in which independent ops update state.
+BUILD_INTER_OP_THREADS = 1
+BUILD_INTRA_OP_THREADS = 1
+
+
+def deterministic_runtime(
+    inter_op: int = BUILD_INTER_OP_THREADS, intra_op: int = BUILD_INTRA_OP_THREADS
+) -> dict[str, Any]:
+    """Pin TensorFlow's thread pools for a reproducible build; returns what was applied.
+
+    Pools can only be sized before TensorFlow runs its first op, which holds in a fresh
+    sandbox child (engine.jobs.build_reference calls this first). Where the runtime has
+    started already (a build inside a test process) the pools stay as they are and the
+    answer says so; op determinism (Recipe.build) still applies.
+    """
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    except RuntimeError:
+        return {"threads_pinned": False}
+    return {"threads_pinned": True, "inter_op_threads": inter_op, "intra_op_threads": intra_op}
+
+
+@contextmanager
+def op_determinism() -> Iterator[None]:
+    """TensorFlow's op determinism for the duration of a build, restored afterwards.
+
+    Restored because it is process-wide and refuses unseeded random ops: the noise
+    reference's inference noise is deliberately unseeded (drawn fresh from the OS), so a
+    process that builds a reference and then runs one (tests, bench scripts) must not
+    keep it. No recipe runs that op while it trains: it is only traced for the export.
+    """
+    from tensorflow.python.framework import config as tf_config  # is/disable: not public API
+
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
 
 
 @dataclass
@@ -99,13 +146,17 @@ class Recipe:
 
     def build(self, ctx: BuildContext) -> BuildResult:
         params = self.resolve(ctx.params, ctx.scale)
-        keras.utils.set_random_seed(ctx.seed)  # python, numpy and TF seeds: reproducible builds
+        # Seeds fix what is drawn (python, numpy and TF: initial weights, shuffles,
+        # augmentation); op determinism fixes how it is summed. Both are needed for two
+        # builds to give the same weights bit for bit.
+        keras.utils.set_random_seed(ctx.seed)
         ctx.report_progress(0.0, f"{self.name}: training")
         started = time.perf_counter()
-        model, report = self.train(ctx, params)
-        train_seconds = time.perf_counter() - started
-        ctx.report_progress(0.97, f"{self.name}: exporting")
-        export(model, ctx.out_dir)
+        with op_determinism():
+            model, report = self.train(ctx, params)
+            train_seconds = time.perf_counter() - started
+            ctx.report_progress(0.97, f"{self.name}: exporting")
+            export(model, ctx.out_dir)
         ctx.report_progress(1.0, f"{self.name}: done")
         ds = ctx.dataset
         recorded = {
