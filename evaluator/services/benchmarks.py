@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import time
 import zipfile
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from django.db import transaction
 
-from evaluator.engine import datasets
+from evaluator.engine import datasets, isolation
+from evaluator.engine import jobs as engine_jobs
 from evaluator.engine.suite import REFERENCES as RECIPES
-from evaluator.models import Job, UniversalSet
-from evaluator.services import storage
-from evaluator.services.jobs import JobFailed, JobRejected, job_open, job_run
-from evaluator.services.pipeline import network_run_pipeline
+from evaluator.models import Evaluation, Job, UniversalSet
+from evaluator.services import secret, storage
+from evaluator.services.jobs import Inputs, JobFailed, JobRejected, JobUnavailable, job_open, job_run, sandbox_limits
+from evaluator.services.pipeline import network_evaluate, network_run_pipeline
 from evaluator.services.ranking import benchmark_rank
 from leaderboard.models import Benchmark, Network
 
@@ -49,6 +51,9 @@ def benchmark_get_or_create_default() -> Benchmark:
 
 
 def benchmark_store_dataset(*, benchmark: Benchmark, dataset: datasets.Dataset) -> None:
+    """Store the benchmark's images with its attack targets drawn from this deployment's
+    secret (SPEC §2 Secrecy): the public split stays, the loader's public targets go."""
+    dataset = datasets.with_targets(dataset, secret.benchmark_seed(benchmark.name, "targets"))
     path = storage.benchmark_dir(benchmark.name) / "dataset.npz"
     datasets.save_dataset(dataset, path)
     h, w, c = dataset.shape
@@ -98,21 +103,26 @@ def reference_build(
     storage.remove_tree(export)
     job = job_open(kind=Job.Kind.BUILD_REFERENCE, benchmark=benchmark, network=network)
     started = time.perf_counter()
+    inputs = Inputs()
     try:
         value = job_run(
             job=job,
-            target="evaluator.engine.jobs:build_reference",
+            target=engine_jobs.build_reference,
             kwargs={
                 "recipe": recipe,
-                "dataset": str(storage.media_path(benchmark.data_file)),
-                "out_dir": str(export),
+                "dataset": inputs.file("dataset.npz", storage.media_path(benchmark.data_file)),
+                "out_dir": isolation.OUTPUTS,
                 "scale": scale,
             },
+            inputs=inputs,
+            out_dir=export,
+            limits=sandbox_limits(trusted=True),
         )
-    except (JobRejected, JobFailed) as exc:
+    except (JobRejected, JobFailed, JobUnavailable) as exc:
         raise BuildError(f"reference {recipe}: {exc}") from exc
     archive = ndir / "upload.zip"
-    network.archive_bytes = _zip_folder(Path(value["model_dir"]), archive)
+    # The child names its export inside its own out/ folder, which is now `export`.
+    network.archive_bytes = _zip_folder(export / Path(value["model_dir"]).relative_to(isolation.OUTPUTS), archive)
     storage.remove_tree(export)
     network.archive = storage.relative(archive)
     network.params = value["params"]
@@ -125,7 +135,7 @@ def universal_build(*, benchmark: Benchmark, control: Network, report: Report = 
     existing = UniversalSet.objects.filter(benchmark=benchmark).first()
     if existing is not None:
         return existing
-    if not control.info.get("model_dir"):
+    if not control.info.get("signature"):
         # The control has to pass validation (scan + load) before it is attacked.
         from evaluator.services.pipeline import network_validate
 
@@ -133,39 +143,173 @@ def universal_build(*, benchmark: Benchmark, control: Network, report: Report = 
             control.refresh_from_db()
             raise BuildError(f"control network was {control.status}: {control.reason}")
         control.refresh_from_db()
-    out = storage.benchmark_dir(benchmark.name) / "universal.npz"
+    folder = storage.benchmark_dir(benchmark.name)
+    out = folder / "universal.npz"
     job = job_open(kind=Job.Kind.UNIVERSAL, benchmark=benchmark, network=control)
+    inputs = Inputs()
     try:
         value = job_run(
             job=job,
-            target="evaluator.engine.jobs:compute_universal",
+            target=engine_jobs.compute_universal,
             kwargs={
-                "model_dir": str(storage.media_path(control.info["model_dir"])),
-                "dataset": str(storage.media_path(benchmark.data_file)),
-                "out": str(out),
+                "model_dir": inputs.model("model", control),
+                "dataset": inputs.file("dataset.npz", storage.media_path(benchmark.data_file)),
+                "out": isolation.output_path("universal.npz"),
                 "count": benchmark.universal_count,
                 "xi": benchmark.universal_xi,
+                # Only the derived seed crosses into the child, never the secret itself.
+                "seed": secret.benchmark_seed(benchmark.name, "universal"),
             },
+            inputs=inputs,
+            out_dir=folder / "universal-job",
+            limits=sandbox_limits(trusted=True),
         )
-    except (JobRejected, JobFailed) as exc:
+    except (JobRejected, JobFailed, JobUnavailable) as exc:
         raise BuildError(f"universal perturbations: {exc}") from exc
+    (folder / "universal-job" / "universal.npz").replace(out)
+    storage.remove_tree(folder / "universal-job")
     return UniversalSet.objects.create(
         benchmark=benchmark, file=storage.relative(out), source_network=control,
         count=value["count"], xi=benchmark.universal_xi, seconds=value["seconds"],
     )
 
 
-def reference_rebuild(*, benchmark: Benchmark, recipe: str, scale: float = 1.0, report: Report = print) -> Network:
-    """Delete one reference and everything measured on or with it, then build it again."""
+def _universal_discard(benchmark: Benchmark) -> None:
+    """Drop the universal set and every number measured on it, in one transaction.
+
+    Rebuilding the control changes the universal perturbations (they are fitted
+    against it), so no stored universal accuracy may outlive the file it came from.
+    The summary columns are cleared too: summary_refresh only copies evaluations that
+    exist, so a network whose re-evaluation fails would otherwise keep a stale number.
+    """
+    universal = UniversalSet.objects.filter(benchmark=benchmark).first()
+    with transaction.atomic():
+        UniversalSet.objects.filter(benchmark=benchmark).delete()
+        Evaluation.objects.filter(
+            network__benchmark=benchmark, kind=Evaluation.Kind.UNIVERSAL, source__isnull=True
+        ).delete()
+        Network.objects.filter(benchmark=benchmark).update(
+            universal_accuracy=None, universal_low=None, universal_high=None
+        )
+    if universal is not None:
+        storage.media_path(universal.file).unlink(missing_ok=True)
+
+
+def _universal_reevaluate(networks: list[Network], report: Report) -> list[Network]:
+    """Recompute each network's universal evaluation on the new universal set; returns
+    the networks that failed.
+
+    network_evaluate sees the missing universal evaluation as "not validated" and runs
+    one validation job per network (load, clean + universal predictions: seconds, not
+    an attack); the stored clean evaluation, attack and matrix cells are kept, so only
+    the universal numbers and what the new control added are computed.
+    """
+    failed: list[Network] = []
+    for i, network in enumerate(networks, start=1):
+        report(f"re-evaluating {network.name} on the new universal set ({i}/{len(networks)})")
+        network.refresh_from_db()
+        if not network_evaluate(network=network):
+            network.refresh_from_db()
+            report(f"  {network.name}: {network.status}: {network.reason}")
+            failed.append(network)
+            continue
+        _await_ranking(network)
+    return failed
+
+
+def _await_ranking(network: Network) -> None:
+    """Mark a network whose pipeline just completed as waiting for the ranking.
+
+    Its matrix cells may all have been stored before, so its last job can end in an
+    earlier stage's status; benchmark_rank only ranks networks past cross-evaluation.
+    """
+    Network.objects.filter(pk=network.pk, status__in=Network.RUNNING).update(
+        status=Network.Status.CROSS_EVALUATING
+    )
+
+
+def _recorded_scale(network: Network | None) -> float:
+    """The scale a reference was trained at (recorded in its params), else 1.0."""
+    try:
+        return float((network.params or {}).get("scale", 1.0)) if network is not None else 1.0
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def reference_rebuild(
+    *, benchmark: Benchmark, recipe: str, scale: float | None = None, report: Report = print
+) -> Network:
+    """Retrain one reference and re-measure everything that depended on the old one.
+
+    Deleting the old reference drops every number measured with it (its evaluations,
+    its adversarial set and the matrix cells on it); its replacement goes through the
+    whole pipeline, which fills its row and column again. Rebuilding the control also
+    replaces the universal set, so every network that was ranked is evaluated again on
+    the new set. The references changed, so the stored reference scores are cleared and
+    the ranking recomputed: afterwards every stored number matches the stored files.
+    `scale` None: the scale the old reference was trained at.
+    """
+    _ensure_dataset(benchmark)
+    benchmark.refresh_from_db()
     old = Network.objects.filter(benchmark=benchmark, is_reference=True, recipe=recipe).first()
-    if old is not None:
-        if recipe == CONTROL:
-            UniversalSet.objects.filter(benchmark=benchmark).delete()
-        storage.remove_tree(storage.network_dir(old.pk))
-        old.delete()
-    network = reference_build(benchmark=benchmark, recipe=recipe, scale=scale, report=report)
-    network_run_pipeline(network=network)
+    scale = _recorded_scale(old) if scale is None else scale
+    universal = recipe == CONTROL
+    # Networks to re-evaluate on a new universal set: the ranked ones. One still in its
+    # pipeline validates after this, or finds its universal evaluation missing on a rerun.
+    ranked_at = dict(
+        Network.objects.filter(benchmark=benchmark, status=Network.Status.RANKED)
+        .exclude(pk=getattr(old, "pk", None)).values_list("pk", "ranked_at")
+    )
+    Benchmark.objects.filter(pk=benchmark.pk).update(reference_scores={}, state=Benchmark.State.BUILDING)
+    try:
+        if universal:
+            _universal_discard(benchmark)
+        if old is not None:
+            storage.remove_tree(storage.network_dir(old.pk))
+            old.delete()
+        _set_stage(benchmark, f"rebuilding reference {recipe}", 0, report)
+        network = reference_build(benchmark=benchmark, recipe=recipe, scale=scale, report=report)
+        if universal:
+            _set_stage(benchmark, "universal perturbations", 30, report)
+            universal_build(benchmark=benchmark, control=network, report=report)
+        _set_stage(benchmark, f"evaluating and attacking {recipe}", 40, report)
+        if not network_evaluate(network=network):
+            network.refresh_from_db()
+            raise BuildError(f"reference {recipe} was {network.status}: {network.reason}")
+        _await_ranking(network)
+        failed: list[Network] = []
+        if universal:
+            _set_stage(benchmark, "re-evaluating every network on the new universal set", 70, report)
+            others = list(Network.objects.filter(pk__in=ranked_at).select_related("benchmark").order_by("pk"))
+            failed = _universal_reevaluate(others, report)
+        _rank_after_rebuild(benchmark, ranked_at)
+        # An upload that fails here is marked failed like any pipeline failure; a
+        # reference that fails leaves the benchmark incomplete, which is the build's error.
+        broken = [n for n in failed if n.is_reference]
+        if broken:
+            raise BuildError("re-evaluation failed for reference(s) "
+                             + "; ".join(f"{n.name} ({n.status}: {n.reason})" for n in broken))
+    except Exception as exc:
+        Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.FAILED, stage=str(exc)[:200])
+        raise
+    _set_stage(benchmark, "ready", 100, report)
+    Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.READY)
+    network.refresh_from_db()
     return network
+
+
+def _rank_after_rebuild(benchmark: Benchmark, ranked_at: dict[int, datetime | None]) -> None:
+    """Recompute the ranking with the reference scores fitted afresh.
+
+    Cleared again here: a rank that ran concurrently (an upload finishing) may have
+    stored scores fitted before the new reference's matrix cells were all in. Networks
+    that were ranked before keep their first ranked_at: only re-measured, not new.
+    """
+    Benchmark.objects.filter(pk=benchmark.pk).update(reference_scores={})
+    benchmark_rank(benchmark=benchmark)
+    for pk, when in ranked_at.items():
+        if when is not None:
+            Network.objects.filter(pk=pk, status=Network.Status.RANKED).update(ranked_at=when)
 
 
 def benchmark_build(

@@ -1,15 +1,27 @@
 """docs/BENCHMARK.md, generated from stored results (never typed by hand).
 
 The charter-style table of the reference suite, the cross-attack matrix, the noise
-grid search, and a comparison with what the charter reported on ImageNet, in which
-every sentence is derived from the numbers it sits next to.
+grid search, and a comparison with what the charter reported on ImageNet. Every
+sentence with a number or a claim is computed here from a stored number (rows, the
+references' recorded build reports, the stored dataset and universal set) or from the
+charter's figures in SPEC §1; a verdict ("yes", "trades ...") is a stated threshold on
+those numbers. tests/test_report.py parses the numbers back out and recomputes them.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
+from django.conf import settings
+
+from evaluator.engine.datasets import load_dataset
 from evaluator.models import UniversalSet
+from evaluator.services import storage
 from evaluator.services.ranking import matrix_gather
 from leaderboard.models import Benchmark, Network
 
@@ -20,6 +32,71 @@ CHARTER = {
     "down50": (0.6295, 0.5430, 0.8625),
     "down75": (0.7045, 0.5370, 0.7622),
 }
+# Thresholds the verdicts apply (stated in the sentences that use them).
+NEAR_ONE = 0.1  # universal robustness within this of 1 counts as "near 1"
+CLEAR_GAIN = 0.05  # a gain in universal robustness above this counts as a trade
+TRANSFER_NOTE = (
+    "The universal perturbations are fitted against the control only: for every other "
+    "network the universal accuracy measures how well the control's perturbations transfer "
+    "to it, not a universal attack fitted on that network."
+)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where and when a report was generated (the numbers it reads were stored earlier)."""
+
+    date: str
+    platform: str
+    cpus: int
+    commit: str
+    dirty: bool
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def provenance() -> Provenance:
+    return Provenance(
+        date=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        platform=f"{platform.system()} {platform.release()} {platform.machine()}, Python {platform.python_version()}",
+        cpus=os.cpu_count() or 0,
+        commit=_git("rev-parse", "HEAD") or "unknown",
+        # Tracked files only: untracked scratch files do not change what generated it.
+        dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
+    )
+
+
+@dataclass(frozen=True)
+class PixelFacts:
+    """Measured on the stored eval split and universal set (what every network sees)."""
+
+    zero: float  # share of eval pixels exactly 0
+    one: float  # share exactly 1
+    clipped: float | None  # share of the universal perturbations' L1 mass clipping removes
+
+
+def pixel_facts(benchmark: Benchmark) -> PixelFacts | None:
+    if not benchmark.data_file or not storage.media_path(benchmark.data_file).exists():
+        return None
+    x = load_dataset(storage.media_path(benchmark.data_file)).x_eval
+    clipped = None
+    universal = UniversalSet.objects.filter(benchmark=benchmark).first()
+    if universal is not None and storage.media_path(universal.file).exists():
+        with np.load(storage.media_path(universal.file)) as data:
+            p = data["perturbations"].astype(np.float64)
+        # Image i gets perturbation i mod K (SPEC §2); what survives clipping is what it sees.
+        applied = p[np.arange(len(x)) % len(p)]
+        total = float(np.abs(applied).sum())
+        if total > 0:
+            kept = float(np.abs(np.clip(x + applied, 0.0, 1.0) - x).sum())
+            clipped = 1.0 - kept / total
+    return PixelFacts(zero=float((x == 0).mean()), one=float((x == 1).mean()), clipped=clipped)
 
 
 def _pct(value: float | None) -> str:
@@ -38,16 +115,20 @@ def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _none(value: object) -> str:
+    return "–" if value is None else str(value)
+
+
 def _suite_table(refs: list[Network]) -> list[str]:
     lines = [
-        "| rung | reference | clean | universal | white-box | universal robustness | tier | attack success | level |",
+        "| rung | reference | clean | universal* | white-box | universal robustness* | tier* | attack success | level |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for rung, net in enumerate(refs, start=1):
         lines.append(
             f"| R{rung} | {net.name} | {_acc(net, 'clean')} | {_acc(net, 'universal')} | "
-            f"{_acc(net, 'whitebox')} | {_ratio(net.universal_robustness)} | {net.universal_tier} | "
-            f"{_pct(net.attack_success)} | {net.level} |"
+            f"{_acc(net, 'whitebox')} | {_ratio(net.universal_robustness)} | {_none(net.universal_tier)} | "
+            f"{_pct(net.attack_success)} | {_none(net.level)} |"
         )
     return lines
 
@@ -56,7 +137,7 @@ def _matrix_table(bench: Benchmark) -> list[str]:
     data = matrix_gather(benchmark=bench)
     order = {pk: k for k, pk in enumerate(bench.ladder)}
     idx = sorted((i for i, n in enumerate(data.networks) if n.is_reference),
-                 key=lambda i: order.get(data.networks[i].pk, 99))
+                 key=lambda i: order.get(data.networks[i].pk, len(order)))
     names = [data.networks[i].name for i in idx]
     lines = ["| evaluated \\ attack of | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
@@ -66,74 +147,150 @@ def _matrix_table(bench: Benchmark) -> list[str]:
     return lines
 
 
+def chosen_sigma(noise: Network) -> float | None:
+    """σ as the noise recipe recorded it: report["sigma"] (the grid search's pick, or the
+    fixed value); params["sigma"] is only the override and is None when searched."""
+    value = (noise.report or {}).get("sigma")
+    if value is None:
+        value = (noise.params or {}).get("sigma")
+    return None if value is None else float(value)
+
+
 def _noise_grid(noise: Network | None) -> list[str]:
-    grid = (noise.report or {}).get("noise_grid") or (noise.report or {}).get("grid") if noise else None
-    if not grid:
+    grid = (noise.report or {}).get("grid") if noise else None
+    if not noise or not grid:
         return ["(no noise grid recorded)"]
     keys = list(grid[0].keys())
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in grid:
         lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
-    chosen = (noise.params or {}).get("sigma")
-    if chosen is not None:
-        lines.append(f"\nChosen σ = {chosen}.")
+    sigma = chosen_sigma(noise)
+    if sigma is None:
+        return lines
+    lines.append("")
+    if (noise.params or {}).get("sigma") is not None:
+        lines.append(f"σ = {sigma:g}, fixed by the recipe's parameters (the grid is measured beside it).")
+    else:
+        drop = float((noise.params or {}).get("max_clean_drop", 0.0))
+        lines.append(f"Chosen σ = {sigma:g}: the best probe accuracy among the σ whose clean accuracy is within "
+                     f"{100 * drop:g} points of σ = 0's (ties: the smaller σ).")
     return lines
 
 
-def _comparison(by_recipe: dict[str, Network]) -> list[str]:
+def _pca_sentence(pca: Network | None) -> list[str]:
+    rep = (pca.report or {}) if pca else {}
+    if not pca or rep.get("components") is None:
+        return []
+    variance = rep.get("variance_kept")
+    return [f"PCA keeps {rep['components']} of {_none(rep.get('input_dims'))} components"
+            + (f" ({100 * float(variance):.2f}% of the train variance)." if variance is not None else ".")]
+
+
+def _comparison_pca(pca: Network | None, control: Network | None) -> list[str]:
+    if not pca or pca.universal_robustness is None:
+        return []
+    rob = pca.universal_robustness
+    near = abs(rob - 1) < NEAR_ONE
+    line = (f"- **Does PCA keep universal robustness near 1** (within {NEAR_ONE:g})? Charter (ImageNet): "
+            f"{CHARTER['pca'][2]:.4f}. Here: {rob:.3f}, {'yes' if near else 'no'}.")
+    if control and control.clean_accuracy is not None and pca.clean_accuracy is not None:
+        cost = 100 * (control.clean_accuracy - pca.clean_accuracy)
+        charter_cost = 100 * (CHARTER["control"][0] - CHARTER["pca"][0])
+        comps = (pca.report or {}).get("components")
+        dims = (pca.report or {}).get("input_dims")
+        line += (f" PCA {'costs' if cost >= 0 else 'gains'} {abs(cost):.1f} points of clean accuracy here "
+                 f"({_pct(pca.clean_accuracy)} against the "
+                 f"control's {_pct(control.clean_accuracy)}); in the charter it cost {charter_cost:.2f} points "
+                 f"({100 * CHARTER['pca'][0]:.2f}% against {100 * CHARTER['control'][0]:.2f}%)"
+                 + (f", while here the projection keeps {comps} of {dims} input dimensions." if comps and dims else "."))
+    return [line]
+
+
+def _pattern(costs_clean: bool, gain: float) -> str:
+    """What a defense does with clean accuracy and universal robustness, by CLEAR_GAIN."""
+    if not costs_clean:
+        return "costs no clean accuracy"
+    if gain > CLEAR_GAIN:
+        return f"trades clean accuracy for a gain above {CLEAR_GAIN:g}"
+    if gain > 0:
+        return f"gives up clean accuracy for a gain of at most {CLEAR_GAIN:g}"
+    return "gives up clean accuracy and gains no universal robustness"
+
+
+def _comparison_downsample(net: Network | None, control: Network | None, recipe: str, label: str) -> list[str]:
+    if not net or not control or None in (net.clean_accuracy, control.clean_accuracy,
+                                           net.universal_robustness, control.universal_robustness):
+        return []
+    c_clean, _, c_rob = CHARTER[recipe]
+    charter_gain = c_rob - CHARTER["control"][2]
+    charter = _pattern(c_clean < CHARTER["control"][0], charter_gain)
+    gain = net.universal_robustness - control.universal_robustness
+    here = _pattern(net.clean_accuracy < control.clean_accuracy, gain)
+    return [
+        f"- **{label}:** charter {100 * c_clean:.2f}% clean, universal robustness {c_rob:.4f} "
+        f"({charter_gain:+.4f} against its control). Here {_pct(net.clean_accuracy)} clean (control "
+        f"{_pct(control.clean_accuracy)}), universal robustness {net.universal_robustness:.3f} (control "
+        f"{control.universal_robustness:.3f}, {gain:+.3f}): here it {here}; in the charter it {charter}"
+        + (" (the same pattern)." if here == charter else " (a different pattern).")
+    ]
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    return min(values), max(values)
+
+
+def _comparison_mnist(refs: list[Network], control: Network | None, facts: PixelFacts | None,
+                      benchmark: Benchmark) -> list[str]:
     out: list[str] = []
-    pca, control = by_recipe.get("pca"), by_recipe.get("control")
-    if pca and pca.universal_robustness is not None:
-        near = abs(pca.universal_robustness - 1) < 0.1
+    if facts is not None:
+        line = (f"- **Where MNIST differs.** {100 * facts.zero:.1f}% of the eval pixels are exactly 0 and "
+                f"{100 * facts.one:.2f}% exactly 1, and clipping to [0, 1] cuts whatever part of a "
+                "perturbation points out of that range")
+        line += (f": it removes {100 * facts.clipped:.1f}% of the universal perturbations' L1 mass on the eval "
+                 "images." if facts.clipped is not None else ".")
+        out.append(line + f" The attack budget ε = {benchmark.epsilon:g} is {100 * benchmark.epsilon:g}% "
+                   "of the pixel range.")
+    clean = [n.clean_accuracy for n in refs if n.clean_accuracy is not None]
+    univ = [n.universal_accuracy for n in refs if n.universal_accuracy is not None]
+    if control and control.clean_accuracy is not None and len(clean) > 1 and len(univ) > 1:
+        (c_lo, c_hi), (u_lo, u_hi) = _spread(clean), _spread(univ)
+        mostly = (c_hi - c_lo) < (u_hi - u_lo)
         out.append(
-            f"- **Does PCA keep universal robustness near 1?** Charter (ImageNet): 0.9465. Here: "
-            f"{pca.universal_robustness:.3f} — {'yes' if near else 'no'}"
-            + ("" if near else f"; on MNIST the PCA network's universal accuracy is {_pct(pca.universal_accuracy)} "
-               f"against {_pct(pca.clean_accuracy)} clean.")
-            + (f" Unlike the charter, PCA costs little clean accuracy on MNIST ({_pct(pca.clean_accuracy)} vs "
-               f"control {_pct(control.clean_accuracy)}): 99% of MNIST's variance fits in few components, while "
-               "on ImageNet the projection destroyed most of the signal (23.35% clean)."
-               if control and control.clean_accuracy and pca.clean_accuracy else "")
+            f"- **Clean against universal accuracy.** The control scores {_pct(control.clean_accuracy)} clean "
+            f"(charter: {100 * CHARTER['control'][0]:.2f}%). The references' clean accuracies span "
+            f"{_pct(c_lo)} to {_pct(c_hi)} and their universal accuracies {_pct(u_lo)} to {_pct(u_hi)}, so "
+            + ("differences in universal robustness come mostly from the universal accuracy."
+               if mostly else "clean and universal accuracy both move universal robustness.")
         )
-    for recipe, charter_name in (("down50", "downsample 50%"), ("down75", "downsample 75%")):
-        net = by_recipe.get(recipe)
-        if net and control and net.clean_accuracy is not None and control.clean_accuracy is not None:
-            c_clean, _, c_rob = CHARTER[recipe]
-            gain = (net.universal_robustness or 0) - (control.universal_robustness or 0)
-            trades = net.clean_accuracy < control.clean_accuracy and gain > 0.05
-            barely = net.clean_accuracy < control.clean_accuracy and 0 < gain <= 0.05
-            out.append(
-                f"- **{charter_name}:** charter {100 * c_clean:.2f}% clean, universal robustness {c_rob:.4f}. "
-                f"Here {_pct(net.clean_accuracy)} clean (control {_pct(control.clean_accuracy)}), universal "
-                f"robustness {_ratio(net.universal_robustness)} (control {_ratio(control.universal_robustness)}): "
-                + ("it trades clean accuracy for robustness, as in the charter." if trades else
-                   f"it gives up a little clean accuracy for almost no universal robustness (+{gain:.3f}), "
-                   "unlike the charter's clear trade." if barely else
-                   "it does not trade clean accuracy for robustness the way the charter saw.")
-            )
-    out.append(
-        "- **Where MNIST differs.** MNIST digits are 28×28 grey strokes on a black background; most "
-        "pixels are exactly 0 or 1, so clipping to [0, 1] removes half of every perturbation there, and "
-        "ε = 0.3 is a far larger budget than the charter's ImageNet perturbations"
-        + (f". Clean accuracies sit near {_pct(control.clean_accuracy)} (control) instead of 75.85%, so "
-           "universal robustness ratios are driven by the universal accuracy alone."
-           if control and control.clean_accuracy else ".")
-    )
     return out
 
 
-def benchmark_markdown(*, benchmark: Benchmark) -> str:
+LEVEL_RULE = (
+    "level(X) = the largest N such that X is more robust than every one of R1 … RN, where X is more "
+    "robust than R if it is right on more of the images of adv(X) and adv(R) together (exact McNemar "
+    "test for significance). The climb stops at the first rung X does not beat, its own rung included: "
+    "references and uploads are read on one scale, R_k reaches at most level k − 1, and an exact copy "
+    "of R_k gets R_k's level."
+)
+
+
+def benchmark_markdown(*, benchmark: Benchmark, origin: Provenance | None = None) -> str:
+    origin = origin or provenance()
     refs_by_pk = {n.pk: n for n in Network.objects.filter(benchmark=benchmark, is_reference=True)}
     refs = [refs_by_pk[pk] for pk in benchmark.ladder if pk in refs_by_pk]
     by_recipe = {n.recipe: n for n in refs}
     universal = UniversalSet.objects.filter(benchmark=benchmark).first()
-    pca = by_recipe.get("pca")
+    facts = pixel_facts(benchmark)
     gan = by_recipe.get("gan-data")
+    control = by_recipe.get("control")
+    ranked = f"{benchmark.ranked_at:%Y-%m-%d %H:%M} UTC" if benchmark.ranked_at else "never"
     lines = [
         f"# Benchmark {benchmark.name}",
         "",
-        f"Generated by `python manage.py benchmark_report {benchmark.name}` from the stored results on "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Do not edit by hand.",
+        f"Generated by `python manage.py benchmark_report {benchmark.name} --output docs/BENCHMARK.md` from the "
+        f"stored results on {origin.date}, on {origin.platform} with {origin.cpus} CPUs, at commit "
+        f"{origin.commit}{' (with uncommitted changes)' if origin.dirty else ''}. The ranking it reads was "
+        f"computed {ranked}. Do not edit by hand.",
         "",
         f"- Data: {benchmark.train_size} train / {benchmark.eval_size} eval images, "
         f"{benchmark.height}×{benchmark.width}×{benchmark.channels}, {benchmark.num_classes} classes.",
@@ -141,23 +298,23 @@ def benchmark_markdown(*, benchmark: Benchmark) -> str:
         f"{benchmark.steps} steps (L∞).",
         f"- Universal perturbations: {benchmark.universal_count}, ξ = {benchmark.universal_xi:g}"
         + (f", computed against the control in {universal.seconds:.0f} s." if universal else "."),
+        f"- \\* {TRANSFER_NOTE}",
         "",
         "## The reference suite (ladder order, least robust first)",
         "",
         "Accuracies on the eval split with 95% Wilson intervals. Universal robustness = universal / clean "
         "accuracy; tier = floor(10 × universal accuracy); attack success = share of images on which the "
-        "targeted attack reached its target; level as defined in SPEC §2 (references leave themselves out).",
+        "targeted attack reached its target.",
+        "",
+        LEVEL_RULE,
         "",
         *_suite_table(refs),
         "",
+        *_pca_sentence(by_recipe.get("pca")),
     ]
-    if pca:
-        comps = (pca.report or {}).get("components") or (pca.params or {}).get("n_components")
-        lines.append(f"PCA keeps {comps} components (99% of the train variance).")
-    if gan:
-        real = (gan.report or {}).get("real_accuracy")
-        lines.append(f"GAN-data: the classifier trained only on generated digits scores {_pct(real)} on real eval "
-                     "images (how real the generator's samples are).")
+    if gan and (gan.report or {}).get("real_accuracy") is not None:
+        lines.append(f"GAN-data: the classifier trained only on generated digits scores "
+                     f"{_pct(gan.report['real_accuracy'])} on the real eval images at build time.")
     lines += [
         "",
         "## Cross-attack matrix (accuracy %, row evaluated on column's adversarial images)",
@@ -170,7 +327,12 @@ def benchmark_markdown(*, benchmark: Benchmark) -> str:
         "",
         "## Against the charter (ImageNet, Inception v3 control)",
         "",
-        *_comparison(by_recipe),
+        "Universal accuracy and robustness of every reference but the control are transfer figures here (see * above).",
+        "",
+        *_comparison_pca(by_recipe.get("pca"), control),
+        *_comparison_downsample(by_recipe.get("down50"), control, "down50", "downsample 50%"),
+        *_comparison_downsample(by_recipe.get("down75"), control, "down75", "downsample 75%"),
+        *_comparison_mnist(refs, control, facts, benchmark),
         "",
     ]
     return "\n".join(lines)

@@ -138,7 +138,7 @@ def adversarial_npz(request: HttpRequest, pk: int) -> FileResponse | JsonRespons
     relative = selectors.adversarial_file(network=network)
     if relative is None:
         return _error("this network has no adversarial set yet", 404)
-    return _npz(relative, f"adversarial-{network.pk}.npz")
+    return _npz(relative, f"adversarial-{network.pk}.npz", keep=("adversarial",))
 
 
 @api_get
@@ -191,9 +191,22 @@ def eval_split_csv(request: HttpRequest, name: str) -> HttpResponse:
     return response
 
 
-def _npz(relative: str, filename: str) -> FileResponse | JsonResponse:
+def _npz(relative: str, filename: str, keep: tuple[str, ...] | None = None) -> FileResponse | JsonResponse:
+    """The stored file, or with `keep` a copy holding only those arrays: an adversarial
+    set is stored with the attack targets, which are secret even from the owner (the
+    same targets serve every network, SPEC §2 Secrecy)."""
     path = storage.media_path(relative)
     if not path.is_file():
         return _error("the stored file is missing; an administrator can rerun the network", 404)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=filename,
-                        content_type="application/octet-stream")
+    if keep is None:
+        handle = open(path, "rb")
+    else:
+        import io
+
+        import numpy as np
+
+        handle = io.BytesIO()
+        with np.load(path) as data:
+            np.savez_compressed(handle, **{k: data[k] for k in keep if k in data.files})
+        handle.seek(0)
+    return FileResponse(handle, as_attachment=True, filename=filename, content_type="application/octet-stream")

@@ -1,4 +1,9 @@
-"""`manage.py benchmark_report [NAME] [--output docs/BENCHMARK.md]`."""
+"""`manage.py benchmark_report [NAME] [--output docs/BENCHMARK.md]`.
+
+docs/BENCHMARK.md is regenerated with
+`python manage.py benchmark_report mnist-5k --output docs/BENCHMARK.md` after a full
+`build_benchmark mnist-5k`; the report names the date, machine and commit it came from.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ class Command(BaseCommand):
         bench = Benchmark.objects.filter(name=name).first()
         if bench is None or not bench.ladder:
             raise CommandError(f"benchmark {name!r} has no ladder yet: run build_benchmark {name}")
+        if bench.state != Benchmark.State.READY:
+            # Mid-build or after a failed rebuild some numbers are missing or being replaced.
+            raise CommandError(f"benchmark {name!r} is {bench.state} ({bench.stage}): "
+                               f"finish `build_benchmark {name}` first")
         text = benchmark_markdown(benchmark=bench)
         if output is None:
             self.stdout.write(text)

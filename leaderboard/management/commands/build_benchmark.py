@@ -1,4 +1,4 @@
-"""`manage.py build_benchmark [NAME]`: dataset, references, attacks, matrix, ladder."""
+"""`manage.py build_benchmark [NAME] [--rebuild REF]`: dataset, references, attacks, matrix, ladder."""
 
 from __future__ import annotations
 
@@ -6,21 +6,27 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator.engine.suite import REFERENCES as RECIPES
 from evaluator.services import benchmarks
-from leaderboard.models import Benchmark
+from leaderboard.models import Benchmark, Network
 
 
 class Command(BaseCommand):
-    help = "Build a benchmark's reference suite and ladder (idempotent: skips what exists)."
+    help = (
+        "Build a benchmark's reference suite and ladder (idempotent: skips what exists). "
+        "--rebuild REF retrains that reference and re-measures what depended on it; "
+        "rebuilding the control recomputes the universal set and every network's universal accuracy."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name", nargs="?", default=benchmarks.DEFAULT_NAME)
         parser.add_argument("--rebuild", action="append", default=[], choices=list(RECIPES),
                             help="rebuild this reference (repeatable)")
-        parser.add_argument("--recipes", default="", help="comma-separated subset of references")
-        parser.add_argument("--scale", type=float, default=1.0,
-                            help="training size/epochs multiplier (tests use a small one)")
+        parser.add_argument("--recipes", default="",
+                            help="comma-separated subset of references (with --rebuild: default, those it has)")
+        parser.add_argument("--scale", type=float, default=None,
+                            help="training size/epochs multiplier (tests use a small one); default 1.0, "
+                                 "and for --rebuild the scale the reference was trained at")
 
-    def handle(self, *args, name: str, rebuild: list[str], recipes: str, scale: float, **options) -> None:
+    def handle(self, *args, name: str, rebuild: list[str], recipes: str, scale: float | None, **options) -> None:
         if name == benchmarks.DEFAULT_NAME:
             bench = benchmarks.benchmark_get_or_create_default()
         else:
@@ -31,11 +37,19 @@ class Command(BaseCommand):
         unknown = set(subset or []) - set(RECIPES)
         if unknown:
             raise CommandError(f"unknown references: {', '.join(sorted(unknown))}")
+        if rebuild and subset is None:
+            # A rebuild keeps the suite the benchmark has: without this, rebuilding one
+            # reference of a benchmark built with --recipes would train every other recipe.
+            have = set(Network.objects.filter(benchmark=bench, is_reference=True).values_list("recipe", flat=True))
+            subset = [r for r in RECIPES if r in have | set(rebuild)]
         try:
-            for recipe in rebuild:
+            # The control first: it defines the universal set the others are re-measured on,
+            # so rebuilding it after another reference would re-evaluate that one twice.
+            for recipe in sorted(dict.fromkeys(rebuild), key=lambda r: r != benchmarks.CONTROL):
                 self.stdout.write(f"rebuilding reference {recipe}")
                 benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=self.stdout.write)
-            bench = benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=scale, report=self.stdout.write)
+            bench = benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=1.0 if scale is None else scale,
+                                               report=self.stdout.write)
         except benchmarks.BuildError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"benchmark {bench.name} ready: ladder of {len(bench.ladder)} references"))
