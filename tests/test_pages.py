@@ -156,6 +156,11 @@ def test_matrix_page(client) -> None:
     ladder = suite.benchmark.ladder
     first = Network.objects.get(pk=ladder[0])
     assert re.search(rf"<th scope=\"row\"><a href=\"/networks/{first.pk}/\">R1 ", table)
+    # The colours are the charter's transfer-only comparison, and the page says so (issue 12).
+    assert "A is right on more of the same images" in html
+    note = html.split("</table>")[1]
+    assert "That is the charter rule (transfer only)" in note and "no longer decides levels" in note
+    assert "is more robust than the column network" not in html
 
 
 def test_benchmark_page(client) -> None:
@@ -183,6 +188,58 @@ def test_benchmark_page(client) -> None:
     assert png.status_code == 200 and png["Content-Type"] == "image/png"
     assert png.content.startswith(b"\x89PNG\r\n\x1a\n") and "private" in png["Cache-Control"]
     Image.open(io.BytesIO(png.content)).load()
+
+
+def _section(html: str) -> str:
+    return html.split('id="validity"')[1].split("</section>")[0]
+
+
+def test_benchmark_page_asks_whether_the_level_measures_robustness(client) -> None:
+    """Issue 12: rank correlations of each ordering with robust accuracy, and the count of
+    reference pairs the ladder orders against significantly different robust accuracies."""
+    suite = fake_suite(references=3, uploads=3)
+    bench = suite.benchmark
+    Network.objects.filter(pk=suite.uploads[2].pk).update(is_public=False)  # private: left out
+    nets = Network.objects.filter(benchmark=bench)
+    nets.update(robust_accuracy=None, robust_low=None, robust_high=None)
+    section = _section(_text(client.get("/benchmark/")))
+    assert "Does the level measure robustness?" in section
+    assert "Robust accuracy is not measured yet" in section and "Spearman" not in section
+
+    # Measured, and rising up the ladder: every reference pair differs significantly and
+    # the ladder agrees with each (Wilson intervals over the 200 eval images).
+    for k, pk in enumerate(bench.ladder):
+        Network.objects.filter(pk=pk).update(robust_accuracy=0.1 + 0.3 * k)
+    for net in suite.uploads:
+        net.refresh_from_db()
+        Network.objects.filter(pk=net.pk).update(robust_accuracy=0.05 + 0.3 * net.level)
+    section = _section(_text(client.get("/benchmark/")))
+    assert "3 references and 2 public ranked uploads" in section
+    rows = section.split("<tbody>")[1].split("</tbody>")[0]
+    for name in ("level (revised rule)", "level (charter rule, transfer only)", "robustness score"):
+        assert name in rows
+    validity = selectors.benchmark_validity(benchmark=bench)
+    level = validity["correlations"][0]
+    assert level.networks == 5 and f"{level.spearman:.2f}" in rows and f"{level.kendall:.2f}" in rows
+    assert "3 pairs): <strong>0</strong> (should be 0)" in section
+
+    # The least robust rung made the most robust: the ladder now contradicts it twice.
+    Network.objects.filter(pk=bench.ladder[0]).update(robust_accuracy=0.95)
+    section = _section(_text(client.get("/benchmark/")))
+    first, second, third = (Network.objects.get(pk=pk).name for pk in bench.ladder)
+    assert "<strong>2</strong>:" in section
+    assert f"{first} (R1) is more robust than {second} (R2)" in section
+    assert f"{first} (R1) is more robust than {third} (R3)" in section
+
+
+def test_level_explanations_state_the_revised_rule(client) -> None:
+    fake_suite(references=3, uploads=1)
+    board = _text(client.get("/"))
+    assert "reaches at most level k − 1" in board and "computed against the rest of the ladder" not in board
+    page = _text(client.get("/benchmark/"))
+    ladder_note = page.split("<h2>The ladder</h2>")[1].split("</p>")[0]
+    assert "compared on the same images" in ladder_note and "reaches at most level k − 1" in ladder_note
+    assert "drawn with a secret of this deployment" in page
 
 
 def test_plotly_is_served_from_our_static_files(client) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import functools
 import json
@@ -205,7 +206,11 @@ class SpareChild:
         self.proc = _spawn(self.workdir, limits, env, ["--spare", ",".join(preload)], stdin=subprocess.PIPE)
 
     def matches(self, limits: SandboxLimits, env: dict | None) -> bool:
-        return self.limits == limits and self.env == dict(env or {})
+        """Whether it can run a job with these limits. The wall-clock timeout is the
+        parent's to enforce, so a spare serves a job with a shorter one (a peer's cell)
+        as long as its CPU rlimit, fixed at its start, is no shorter."""
+        same = dataclasses.replace(limits, timeout_s=self.limits.timeout_s, cpu_s=self.limits.cpu_s)
+        return self.limits == same and self.limits.cpu_limit_s >= limits.cpu_limit_s and self.env == dict(env or {})
 
     def alive(self) -> bool:
         return self.proc.poll() is None
