@@ -252,6 +252,7 @@ def _spare_take(limits: SandboxLimits) -> SpareChild | None:
     if spare is None or _spare_owner != os.getpid():
         return None
     if not spare.matches(limits, None):  # the settings changed since it started
+        log.info("spare child discarded: started with %s, the job needs %s", spare.limits, limits)
         spare.discard()
         storage.remove_tree(spare.workdir)
         return None
