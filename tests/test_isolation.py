@@ -39,7 +39,10 @@ def test_the_child_sees_no_media_no_database_no_host_tmp_and_no_network(tmp_path
     (media / "secret-weights.bin").write_bytes(b"private")
     host_tmp_file = Path("/tmp") / f"host-tmp-{os.getpid()}"
     host_tmp_file.write_text("host")
-    db_dir = str(Path(settings.DATABASES["default"]["NAME"]).parent) if "sqlite" in settings.DATABASES["default"]["ENGINE"] else str(settings.VAR_DIR)
+    # The SQLite file's folder when the database is a file (tests may run in memory; the
+    # default deployment keeps it in <project>/var).
+    name = Path(str(settings.DATABASES["default"]["NAME"]))
+    db_dir = str(name.parent if name.is_absolute() else Path(settings.BASE_DIR) / "var")
     outside = tmp_path.parent / f"outside-{os.getpid()}.txt"
     work = tmp_path / "work"
     try:
