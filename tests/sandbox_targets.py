@@ -158,7 +158,7 @@ def probe_world(paths: list[str], writes: list[str], ports: list[int]) -> dict:
     seen: dict[str, str] = {}
     for path in paths:
         try:
-            seen[path] = f"listed {len(os.listdir(path))}"
+            seen[path] = "listed " + ",".join(sorted(os.listdir(path)))
         except FileNotFoundError:
             seen[path] = "missing"
         except OSError as exc:

@@ -9,7 +9,7 @@ session, killed with its parent. Its filesystem holds only
   CODE_DIRS of the project             read-only (the engine; no settings, no media)
   /job                                 the job's scratch folder, writable, its cwd
   /job/in                              its inputs, read-only, put there by the parent
-  /tmp -> /job/.sandbox/tmp            so temporary files count against the file limits
+  /tmp                                 a private 64 MiB tmpfs (TMPDIR is /job/.sandbox/tmp)
 
 so MEDIA_ROOT, the database, other networks' files, the host's /tmp and every
 environment secret are simply not there. Paths the job uses are relative to its cwd
@@ -40,6 +40,7 @@ SCRATCH = "/job"
 INPUTS = "in"  # relative to the child's cwd
 OUTPUTS = "out"
 NOBODY = 65534
+TMP_BYTES = 64 * 2**20
 _CHUNK = 1 << 20
 
 
@@ -70,7 +71,11 @@ def bwrap_argv(workdir: Path, *, network: bool = False) -> list[str]:
         exe, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts",
         "--unshare-cgroup-try", "--uid", str(NOBODY), "--gid", str(NOBODY),
         "--hostname", "sandbox", "--die-with-parent", "--new-session",
-        "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/usr", "/usr",
+        "--proc", "/proc", "--dev", "/dev",
+        # First, so that a runtime or a checkout under /tmp is bound inside it. Small: a
+        # tmpfs is memory the RSS watch does not see (TMPDIR points into the scratch).
+        "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+        "--ro-bind", "/usr", "/usr",
     ]
     if not network:
         argv.append("--unshare-net")
@@ -92,8 +97,10 @@ def bwrap_argv(workdir: Path, *, network: bool = False) -> list[str]:
     argv += [
         "--bind", str(work), SCRATCH,
         "--ro-bind", str(work / INPUTS), f"{SCRATCH}/{INPUTS}",
-        "--symlink", f"{SCRATCH}/.sandbox/tmp", "/tmp",
         "--chdir", SCRATCH,
+        # Last: the root bwrap built (a tmpfs) becomes read-only; the mounts on it keep
+        # their own modes (/job and /tmp writable, the rest read-only).
+        "--remount-ro", "/",
     ]
     return argv
 
