@@ -9,7 +9,7 @@ train split (reference networks and universal perturbations only), the eval spli
 every network's targeted attack aims at the same classes (SPEC §2).
 
 The split is public by design (seed 0: honest users can keep the eval images out of
-their training data). The targets are not: the loaders draw placeholder targets with the
+their training data). The targets are not: the loaders draw provisional targets with the
 public TARGET_SEED, and a deployment redraws them with `with_targets` and a seed derived
 from its secret (evaluator.services.secret) before it stores the benchmark, so nobody
 can replay them from the code.
@@ -25,7 +25,7 @@ import numpy as np
 MNIST5K_NAME = "mnist-5k"
 MNIST5K_TRAIN = 3000  # SPEC §2: 3,000 train / 2,000 eval, stratified, seed 0
 SPLIT_SEED = 0
-# The placeholder targets get their own seed so that changing the split seed of an import
+# The provisional targets get their own seed so that changing the split seed of an import
 # does not silently reuse the same random stream for both (they would be correlated).
 # Public, so only engine-level tests keep them; stored benchmarks use with_targets.
 TARGET_SEED = 1
