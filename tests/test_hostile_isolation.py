@@ -155,7 +155,9 @@ def _plant_peer(benchmark, owner, model: Path, like: Network) -> Network:
 
 def test_a_peer_that_hangs_later_is_charged_and_the_upload_is_ranked(ctx, uploader, client, victims, settings,
                                                                      tiny_cnn_dir):
-    settings.PEER_TIMEOUT_MARGIN_S = 8  # its own pass took 0.2 s: 10 × 0.2 + 8 = 10 s
+    # Its own pass took 0.2 s, and its child gets two sets (the upload's, and control's,
+    # which the planted peer never met): 10 × 0.2 × 2 + 8 = 12 s.
+    settings.PEER_TIMEOUT_MARGIN_S = 8
     control, _other = victims
     loop = m_infinite_loop(ctx)
     signature = loop / "saved_model.pb"
@@ -175,9 +177,11 @@ def test_a_peer_that_hangs_later_is_charged_and_the_upload_is_ranked(ctx, upload
     assert peer.status == S.QUEUED and FLAG_FAILED_LATER in peer.flags
     assert "failed a later evaluation" in peer.reason
     assert peer.pk not in control.benchmark.__class__.objects.get(pk=control.benchmark_id).ladder
-    # The hung child ran with the peer's own short limit, as the peer's job.
+    # The hung child ran with the peer's own short limit, as the peer's job, with every
+    # set it had not met in the one child.
     cell = Job.objects.filter(network=peer, kind=Job.Kind.CROSS).latest("created_at")
-    assert "ran longer than 10 s" in cell.log
+    assert "ran longer than 12 s" in cell.log
+    assert f"innocent (network {pk}), control (network {control.pk})" in cell.log
     assert _unchanged_except(before, _stored_files(), pk) == []
 
     # A stored model that changed on disk is never loaded again.

@@ -3,9 +3,10 @@
 Each function takes JSON-able keyword arguments (paths as strings, relative to the
 child's cwd: inputs under `in/`, results under `out/`, see engine.isolation), writes
 arrays to the files it is told to, and returns a JSON-able dict. The Django side
-(evaluator.services) turns these into rows. A job loads exactly one network's model
+(evaluator.services) turns these into rows. A job loads exactly one untrusted network's model
 (SPEC §6: one untrusted model per child) and does a whole unit for it: validation,
-attack and its matrix row in evaluate_network; one peer's cell in classify.
+attack and its matrix row in evaluate_network; a peer's cells of a column in classify
+(several models only when all are trusted references).
 """
 
 from __future__ import annotations
@@ -275,22 +276,32 @@ def evaluate_network(
     return result
 
 
-def classify(
-    *, model_dir: str, info: dict, adversarial: str, out: str, progress: Progress = _noop
-) -> dict:
-    """A stored peer on another network's adversarial set (one cell of its row).
+def classify(*, models: list[dict], sets: list[dict], out: str, progress: Progress = _noop) -> dict:
+    """Stored networks on adversarial sets: each model on each set (cells of their rows).
 
-    Scanned again (cheap), reopened with the description its validation stored (no
-    probes, no tracing), one pass over the set.
+    models: [{"key", "name", "model_dir", "info"}]; sets: [{"key", "name", "adversarial"}].
+    Each model is scanned again (cheap) and reopened with the description its validation
+    stored (no probes, no tracing), then makes one pass over each set. The worker gives a
+    child several models only when all are the suite's own references (trusted code,
+    verified files); an uploaded model always comes alone. Predictions go to `out` under
+    "<model key>__<set key>"; the value holds each model's mean seconds per pass.
     """
-    progress(0.1, "loading model")
-    net = _open(model_dir, None, info)
-    progress(0.5, "classifying")
-    started = time.perf_counter()
-    predictions = net.classify(np.load(adversarial)["adversarial"])
-    _save_predictions(out, predictions=predictions)
+    images = {s["key"]: np.load(s["adversarial"])["adversarial"] for s in sets}
+    total = max(1, len(models) * len(sets))
+    arrays: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    for m_index, model in enumerate(models):
+        progress(m_index * len(sets) / total, f"loading {model['name']}")
+        net = _open(model["model_dir"], None, model["info"])
+        started = time.perf_counter()
+        for s_index, item in enumerate(sets):
+            progress((m_index * len(sets) + s_index) / total, f"{model['name']} on {item['name']}'s adversarial images")
+            arrays[f"{model['key']}__{item['key']}"] = net.classify(images[item["key"]])
+        seconds[str(model["key"])] = (time.perf_counter() - started) / max(1, len(sets))
+        del net  # the next model's graph replaces this one's
+    _save_predictions(out, **arrays)
     progress(1.0, "classified")
-    return {"seconds": time.perf_counter() - started}
+    return {"seconds": seconds}
 
 
 def compute_universal(

@@ -4,9 +4,9 @@ The archive is unpacked here (engine.archive: stdlib, defensive) and every file 
 model is hashed; from then on each job gets a verified copy of exactly that model. One
 sandbox job does the network's validation, attack and matrix row (its model on the
 others' adversarial sets). Its column (each other network on its adversarial set) is
-computed by one job per peer, the peer's model alone in its own child (peers.py), so
-no process ever holds two networks' models and a peer that misbehaves is charged to
-itself.
+computed by peers.py: each uploaded peer's model alone in its own child, the trusted
+references together, so no process ever holds two uploads' models and a peer that
+misbehaves is charged to itself.
 
 Every stage is idempotent: it first looks at what is already stored and only
 computes what is missing, so a task redelivered after a worker died (acks_late)
@@ -190,26 +190,6 @@ def network_validate(*, network: Network) -> bool:
     return network_accept(network=network) and _network_job(network, validate=True, attack=False, peers_todo=[])
 
 
-def _peers(network: Network) -> list[Network]:
-    """Networks of the same benchmark whose attack exists (candidates for pairs)."""
-    return list(
-        Network.objects.filter(benchmark=network.benchmark, adversarial__isnull=False)
-        .exclude(pk=network.pk)
-        .exclude(status__in=[S.REJECTED, S.FAILED])
-        .exclude(peer_failures__resolved=False)
-        .select_related("adversarial")
-        .distinct()
-    )
-
-
-def _missing(network: Network, peers_now: list[Network]) -> tuple[list[Network], list[Network]]:
-    """(peers whose set this network has not been evaluated on, peers not yet evaluated
-    on this network's set)."""
-    have_row = set(Evaluation.objects.filter(network=network, source__in=peers_now).values_list("source_id", flat=True))
-    have_col = set(Evaluation.objects.filter(source=network, network__in=peers_now).values_list("network_id", flat=True))
-    return [p for p in peers_now if p.pk not in have_row], [p for p in peers_now if p.pk not in have_col]
-
-
 def network_cross_evaluate(*, network: Network) -> bool:
     """The network's row and column of the matrix: only the pairs not yet stored.
 
@@ -218,7 +198,7 @@ def network_cross_evaluate(*, network: Network) -> bool:
     this network's set is charged to the peer (peers.peer_charge) and left out.
     """
     for _round in range(5):
-        rows, columns = _missing(network, _peers(network))
+        rows, columns = peers.matrix_missing(network, peers.matrix_peers(network))
         if not rows and not columns:
             return True
         network_set_status(network=network, status=S.CROSS_EVALUATING, progress=CROSS.start)
@@ -241,7 +221,7 @@ def network_evaluate(*, network: Network) -> bool:
     attacked = AdversarialDataset.objects.filter(network=network).exists()
     audited = AuditResult.objects.filter(network=network).exists()
     if not (validated and attacked and audited):
-        rows, _columns = _missing(network, _peers(network))
+        rows, _columns = peers.matrix_missing(network, peers.matrix_peers(network))
         if not _network_job(network, validate=not validated, attack=not attacked, peers_todo=rows,
                             audit=not audited):
             return False
