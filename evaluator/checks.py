@@ -44,4 +44,11 @@ def sandbox_limits(app_configs, **kwargs) -> list[Error]:
         value = getattr(settings, name)
         if value < low:
             errors.append(Error(f"{name}={value} is below {low}; jobs could not run", id="evaluator.E001"))
+    longest = settings.JOB_MAX_ATTEMPTS * settings.SANDBOX_TIMEOUT_S
+    soft, hard = settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT
+    if soft <= longest or hard <= soft:
+        errors.append(Error(
+            f"CELERY_TASK_SOFT_TIME_LIMIT={soft} and CELERY_TASK_TIME_LIMIT={hard} must exceed "
+            f"JOB_MAX_ATTEMPTS × SANDBOX_TIMEOUT_S = {longest}, the hard one the soft one; otherwise "
+            "Celery stops jobs that their own limits allow", id="evaluator.E002"))
     return errors

@@ -1,9 +1,11 @@
-"""Celery tasks: thin wrappers that fetch by id and call a service.
+"""Celery tasks: thin wrappers that fetch by id and call the service they are named after.
 
-A network is evaluated by one task (validate + attack + cross in one sandbox job,
-see evaluator.services.pipeline), which queues the ranking only after its writes are
+A network is evaluated by one task (validate + attack + cross, see
+evaluator.services.pipeline), which queues the ranking only after its writes are
 committed, so the ranking never misses them. Every stage is idempotent, which is
-what makes acks_late and redelivery after a lost worker safe.
+what makes acks_late and redelivery after a lost worker safe. Services queue these
+through evaluator.services.lifecycle, by the names registered here; nothing imports
+this module but Celery's autodiscovery (the arrow runs tasks → services only).
 """
 
 from __future__ import annotations
@@ -11,69 +13,51 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import transaction
+from celery.exceptions import SoftTimeLimitExceeded
 
-from evaluator.services import pipeline
-from evaluator.services.ranking import benchmark_rank
+from evaluator.services import lifecycle, pipeline
+from evaluator.services.benchmarks import reference_rebuild as reference_rebuild_service
+from evaluator.services.ranking import benchmark_rank as benchmark_rank_service
 from leaderboard.models import Benchmark, Network
 
 log = logging.getLogger(__name__)
 S = Network.Status
-FINISHED = (S.RANKED, S.REJECTED, S.FAILED)
 
 
-def _network(network_id: int) -> Network | None:
+@shared_task(name=lifecycle.TASK_NETWORK_EVALUATE)
+def network_evaluate(network_id: int) -> None:
     network = Network.objects.select_related("benchmark").filter(pk=network_id).first()
     if network is None or network.status in (S.REJECTED, S.FAILED):
-        return None  # deleted, or given up on: nothing to do
-    return network
-
-
-def _send(task, *args: int | str) -> None:
-    """Queue a task; a broker outage must not turn a saved upload into an HTTP 500.
-
-    The network stays in its status and the reaper queues it again later.
-    """
+        log.info("network %s: deleted or finished, nothing to evaluate", network_id)
+        return
     try:
-        task.delay(*args)
-    except Exception:
-        log.exception("could not queue %s%s; the reaper will retry", task.name, args)
+        done = pipeline.network_evaluate(network=network)
+    except SoftTimeLimitExceeded:
+        # A long column (many uploads) outlasted one task: what is stored stays, and a
+        # fresh task resumes from there. Each task stores work, so this ends.
+        log.warning("network %s (%s): task time limit reached; resuming in a new task", network_id, network.name)
+        lifecycle.pipeline_enqueue(network)
+        return
+    after = Network.objects.filter(pk=network_id).values("status", "reason").first()
+    # The worker's log names the network and how it ended (not just "task succeeded").
+    if after is None:
+        log.info("network %s (%s): deleted while it was evaluated", network_id, network.name)
+    else:
+        log.info("network %s (%s): %s%s", network_id, network.name, after["status"],
+                 "" if done else f" ({after['reason'][:200]})")
+    if done:
+        lifecycle.ranking_enqueue(network.benchmark_id)
 
 
-def enqueue_on_commit(task, *args: int | str) -> None:
-    transaction.on_commit(lambda: _send(task, *args))
-
-
-@shared_task
-def evaluate_network(network_id: int) -> None:
-    network = _network(network_id)
-    if network is not None and pipeline.network_evaluate(network=network):
-        enqueue_on_commit(rank_benchmark, network.benchmark_id)
-
-
-@shared_task
-def rank_benchmark(benchmark_id: int) -> None:
+@shared_task(name=lifecycle.TASK_BENCHMARK_RANK)
+def benchmark_rank(benchmark_id: int) -> None:
     benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
     if benchmark is not None:
-        benchmark_rank(benchmark=benchmark)
+        benchmark_rank_service(benchmark=benchmark)
 
 
-def pipeline_enqueue(network: Network) -> None:
-    """Start (or restart) a network's pipeline once the current transaction commits."""
-    enqueue_on_commit(evaluate_network, network.pk)
-
-
-@shared_task
-def rebuild_reference(benchmark_id: int, recipe: str) -> None:
-    from evaluator.services.benchmarks import reference_rebuild
-
+@shared_task(name=lifecycle.TASK_REFERENCE_REBUILD)
+def reference_rebuild(benchmark_id: int, recipe: str) -> None:
     benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
     if benchmark is not None:
-        reference_rebuild(benchmark=benchmark, recipe=recipe)
-
-
-@shared_task
-def reap_jobs() -> list[int]:
-    from evaluator.services.reaper import jobs_reap
-
-    return jobs_reap()
+        reference_rebuild_service(benchmark=benchmark, recipe=recipe)

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from evaluator.models import AdversarialDataset, Evaluation, Job, PeerFailure, UniversalSet
+from evaluator.services import lifecycle
 from leaderboard import services
 from leaderboard.models import ApiToken, Benchmark, Network
 
@@ -22,13 +23,13 @@ class BenchmarkAdmin(admin.ModelAdmin):
     @admin.action(description="Recompute the ranking (ladder, levels, scores)")
     def recompute_ranking(self, request: HttpRequest, queryset: QuerySet[Benchmark]) -> None:
         for bench in queryset:
-            services.ranking_recompute(benchmark=bench)
+            lifecycle.benchmark_recompute(benchmark=bench)
         self.message_user(request, f"ranking queued for {queryset.count()} benchmark(s)")
 
     @admin.action(description="Rerun every network (asks for confirmation)")
     def rerun_all(self, request: HttpRequest, queryset: QuerySet[Benchmark]) -> HttpResponse | None:
         if request.POST.get("confirmed") == "yes":
-            count = sum(services.benchmark_rerun_all(benchmark=b) for b in queryset)
+            count = sum(lifecycle.benchmark_rerun_all(benchmark=b) for b in queryset)
             self.message_user(request, f"{count} network(s) queued for a full rerun", messages.WARNING)
             return None
         networks = Network.objects.filter(benchmark__in=queryset).exclude(archive="").count()
@@ -82,16 +83,14 @@ class NetworkAdmin(admin.ModelAdmin):
     @admin.action(description="Rerun: regenerate the attack and every evaluation touching it")
     def rerun(self, request: HttpRequest, queryset: QuerySet[Network]) -> None:
         for network in queryset:
-            services.network_rerun(network=network)
+            lifecycle.network_rerun(network=network)
         self.message_user(request, f"{queryset.count()} network(s) queued for a rerun")
 
     @admin.action(description="Rebuild reference (retrain from its recipe)")
     def rebuild_reference(self, request: HttpRequest, queryset: QuerySet[Network]) -> None:
-        from evaluator.tasks import enqueue_on_commit, rebuild_reference
-
         refs = [n for n in queryset if n.is_reference]
         for network in refs:
-            enqueue_on_commit(rebuild_reference, network.benchmark_id, network.recipe)
+            lifecycle.reference_rebuild_enqueue(network)
         skipped = queryset.count() - len(refs)
         self.message_user(request, f"{len(refs)} reference(s) queued for rebuilding"
                           + (f"; {skipped} upload(s) skipped" if skipped else ""))
@@ -113,7 +112,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel (queued or running)")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         for job in queryset:
-            services.job_cancel(job=job)
+            lifecycle.job_cancel(job=job)
         self.message_user(request, f"{queryset.count()} job(s) cancelled")
 
 

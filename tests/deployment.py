@@ -26,9 +26,14 @@ PG_URL = "postgres://postgres@127.0.0.1:5432/"
 REDIS_URL = "redis://127.0.0.1:6379/"
 
 
-def zip_folder(folder: Path, prefix: str = "exported") -> bytes:
-    """A SavedModel folder as the .zip a user would upload (model one folder deep)."""
+def zip_folder(folder: Path, prefix: str = "exported", unique: bool = True) -> bytes:
+    """A SavedModel folder as the .zip a user would upload (model one folder deep).
+
+    unique: add assets/upload-nonce.txt with random bytes, so every call is another
+    model; the same model files uploaded twice are answered as a duplicate (issue 14).
+    """
     import io
+    import os
     import zipfile
 
     buf = io.BytesIO()
@@ -36,6 +41,8 @@ def zip_folder(folder: Path, prefix: str = "exported") -> bytes:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 zf.write(path, Path(prefix) / path.relative_to(folder))
+        if unique:
+            zf.writestr(str(Path(prefix) / "assets" / "upload-nonce.txt"), os.urandom(16).hex())
     return buf.getvalue()
 
 
@@ -128,7 +135,7 @@ class Deployment:
         self.started += 1
         name = name or f"w{self.started}"
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "leaderboard", "worker", "--pool", "solo",
+            [sys.executable, "-m", "celery", "-A", "leaderboard", "worker", "--pool", "prefork",
              "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", "INFO"],
             cwd=ROOT, env=self.env, stdout=self._log(name), stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -192,3 +192,9 @@ def call_unscanned(model_dir: str) -> dict:
     fn = loaded.signatures["serving_default"]
     out = fn(tf.constant(np.zeros((2, 28, 28, 1), np.float32)))
     return {"outputs": float(next(iter(out.values())).numpy().sum())}
+
+
+def silent(seconds: float) -> dict:
+    # A long phase that reports nothing (a big model's load, a long predict).
+    time.sleep(seconds)
+    return {"slept": seconds}

@@ -20,14 +20,6 @@ def staff_client(client):
     return client
 
 
-@pytest.fixture
-def queued(monkeypatch) -> list[tuple[str, tuple]]:
-    calls: list[tuple[str, tuple]] = []
-    for name in ("evaluate_network", "rank_benchmark", "rebuild_reference"):
-        monkeypatch.setattr(f"evaluator.tasks.{name}.delay", lambda *a, n=name: calls.append((n, a)))
-    return calls
-
-
 def _action(client, model: str, action: str, pks: list[int], **extra):
     return client.post(f"/admin/{model}/", {"action": action, "_selected_action": pks, **extra})
 
@@ -45,7 +37,7 @@ def test_rerun_network_forgets_every_result_touching_it(staff_client, queued, dj
     assert not Evaluation.objects.filter(source=target).exists()
     assert not AdversarialDataset.objects.filter(network=target).exists()
     assert Evaluation.objects.count() == others
-    assert ("evaluate_network", (target.pk,)) in queued
+    assert ("network_evaluate", (target.pk,)) in queued
 
 
 def test_rerun_all_asks_for_confirmation_first(staff_client, queued, django_capture_on_commit_callbacks) -> None:
@@ -60,7 +52,7 @@ def test_rerun_all_asks_for_confirmation_first(staff_client, queued, django_capt
         resp = _action(staff_client, "leaderboard/benchmark", "rerun_all", [suite.benchmark.pk], confirmed="yes")
     assert resp.status_code == 302
     assert not own.exists()
-    assert sorted(a[0] for n, a in queued if n == "evaluate_network") == sorted(n.pk for n in suite.references)
+    assert sorted(a[0] for n, a in queued if n == "network_evaluate") == sorted(n.pk for n in suite.references)
 
 
 def test_recompute_ranking_and_rebuild_reference_are_queued(staff_client, queued, django_capture_on_commit_callbacks) -> None:
@@ -69,9 +61,9 @@ def test_recompute_ranking_and_rebuild_reference_are_queued(staff_client, queued
         _action(staff_client, "leaderboard/benchmark", "recompute_ranking", [suite.benchmark.pk])
         _action(staff_client, "leaderboard/network", "rebuild_reference",
                 [suite.references[0].pk, suite.uploads[0].pk])
-    assert ("rank_benchmark", (suite.benchmark.pk,)) in queued
-    assert ("rebuild_reference", (suite.benchmark.pk, suite.references[0].recipe)) in queued
-    assert len([n for n, _ in queued if n == "rebuild_reference"]) == 1  # uploads are skipped
+    assert ("benchmark_rank", (suite.benchmark.pk,)) in queued
+    assert ("reference_rebuild", (suite.benchmark.pk, suite.references[0].recipe)) in queued
+    assert len([n for n, _ in queued if n == "reference_rebuild"]) == 1  # uploads are skipped
 
 
 def test_cancel_job_marks_job_and_network(staff_client) -> None:

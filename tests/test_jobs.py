@@ -170,7 +170,7 @@ def test_an_admin_cancel_stops_the_running_child_within_seconds(tmp_path) -> Non
     and a late progress write never turns the cancelled network back to 'attacking'."""
     import time
 
-    from leaderboard.services import job_cancel
+    from evaluator.services.lifecycle import job_cancel
     from tests.test_sandbox import sleeper_dead, sleeper_marker
 
     job, net = _job_and_network()

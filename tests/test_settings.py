@@ -41,3 +41,14 @@ def test_isolation_state_is_reported(settings, monkeypatch):
     (warning,) = checks.sandbox_isolation(None)
     assert warning.id == "evaluator.W002" and "not installed" in warning.msg
     assert "apt-get install bubblewrap" in warning.hint
+
+
+def test_celery_limits_must_exceed_every_attempt_of_the_longest_job(settings):
+    settings.SANDBOX_TIMEOUT_S, settings.JOB_MAX_ATTEMPTS = 600, 3
+    settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT = 1801, 2000
+    assert checks.sandbox_limits(None) == []
+    settings.CELERY_TASK_SOFT_TIME_LIMIT = 1800  # exactly 3 × 600: the last attempt would be cut
+    (error,) = checks.sandbox_limits(None)
+    assert error.id == "evaluator.E002" and "1800" in error.msg
+    settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT = 2500, 2400  # hard below soft
+    assert [e.id for e in checks.sandbox_limits(None)] == ["evaluator.E002"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -33,7 +34,15 @@ from evaluator.engine.sandbox import (
     target_name,
 )
 from evaluator.models import Job
-from evaluator.services import storage
+from evaluator.services import lifecycle, storage
+from evaluator.services.errors import (  # noqa: F401  (re-exported: the pipeline's vocabulary)
+    MODEL_CHANGED,
+    JobCancelled,
+    JobFailed,
+    JobRejected,
+    JobSuperseded,
+    JobUnavailable,
+)
 from leaderboard.models import Benchmark, Network
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,9 @@ log = logging.getLogger(__name__)
 UPLOAD_FAULTS = ("rejected", "timeout", "memory")
 # What a spare child imports before its job arrives: every engine job needs TensorFlow.
 PRELOAD = ("tensorflow",)
+# How often the worker marks a running job alive (Job.heartbeat_at; the reaper's
+# evidence on another host) and checks it was not cancelled or taken over.
+HEARTBEAT_EVERY_S = 1.0
 
 # This process's spare sandbox child (settings.SANDBOX_SPARE): it imports TensorFlow
 # (2–3 s, up to a fifth of an upload's wait) while the worker is idle, and the next job
@@ -56,27 +68,6 @@ _spare_lock = threading.Lock()  # a threads pool would share this process's spar
 # More spares started ahead of a run of short jobs (spares_ahead); spare_prepare takes
 # from here first.
 _ahead: list[SpareChild] = []
-
-
-class JobRejected(Exception):
-    """The network broke the contract; the message is for the user."""
-
-
-class JobFailed(Exception):
-    """An internal error that survived every attempt; the message is for the user."""
-
-
-class JobCancelled(Exception):
-    """An admin cancelled the job while it was queued or running."""
-
-
-class JobUnavailable(Exception):
-    """Untrusted work cannot run here: the isolation it requires is missing."""
-
-
-# What a network page shows when a stored model no longer matches its accepted hashes;
-# the file and the details go to the job log, for staff.
-MODEL_CHANGED = "stored model changed since it was accepted; an administrator has been notified"
 
 
 @dataclass(frozen=True)
@@ -141,7 +132,6 @@ def job_finish(*, job: Job, state: str, line: str = "") -> None:
 
 
 def _progress_writer(
-    job: Job,
     network: Network | None,
     stage: Stage | Phases | None,
     on_report: Callable[[], None] | None,
@@ -151,23 +141,40 @@ def _progress_writer(
     def write(fraction: float, text: str) -> None:
         if on_report is not None:
             on_report()  # every report, not throttled: it stores finished phases
-        status, percent = stage.at(fraction) if stage is not None else ("", 0)
+        if network is None or stage is None:
+            return
+        status, percent = stage.at(fraction)
         now = time.monotonic()
         # At most one write a second, but a change of status is never held back.
         if now - last["at"] < 1.0 and fraction < 1.0 and status == last["status"]:
             return
         last.update(at=now, status=status)
-        # The heartbeat doubles as the cancel check: an admin's cancel (or the network's
-        # deletion) stops the child here, within a second, not when a long job ends.
-        if not Job.objects.filter(pk=job.pk).exclude(state=Job.State.CANCELLED).update(heartbeat_at=timezone.now()):
-            raise JobCancelled(f"job {job.pk} was cancelled")
-        if network is not None and stage is not None:
-            # Only while it is still running: never over a cancel's 'failed'.
-            Network.objects.filter(pk=network.pk, status__in=Network.RUNNING).update(
-                status=status, progress=percent, stage=text[:200], updated_at=timezone.now()
-            )
+        # Only while it is still running and in this run: never over a cancel's
+        # 'failed', and a rerun's job never hears from the run before it.
+        lifecycle.network_progress(network=network, status=status, progress=percent, stage=text)
 
     return write
+
+
+def _heartbeat(job: Job, worker: str, attempt: int) -> Callable[[], None]:
+    """The parent's liveness signal, every HEARTBEAT_EVERY_S while the child runs,
+    whatever the child reports (a long silent phase is not a dead worker). It is
+    also where a cancel (or a newer attempt by another worker) stops the child."""
+    last = {"at": 0.0}
+
+    def beat() -> None:
+        now = time.monotonic()
+        if now - last["at"] < HEARTBEAT_EVERY_S:
+            return
+        last["at"] = now
+        mine = Job.objects.filter(pk=job.pk, worker=worker, attempts=attempt)
+        if mine.exclude(state=Job.State.CANCELLED).update(heartbeat_at=timezone.now()):
+            return
+        if mine.filter(state=Job.State.CANCELLED).exists() or not Job.objects.filter(pk=job.pk).exists():
+            raise JobCancelled(f"job {job.pk} was cancelled")
+        raise JobSuperseded(f"job {job.pk} was taken over by a newer attempt")
+
+    return beat
 
 
 def isolation_problem() -> str:
@@ -304,7 +311,13 @@ def job_run(
     try:
         return _job_attempts(job, target_name(target), kwargs, limits, inputs or Inputs(), out_dir,
                              network, stage, on_report)
-    except (JobRejected, JobFailed, JobCancelled):
+    except (JobRejected, JobFailed, JobCancelled):  # JobSuperseded too
+        raise
+    except SoftTimeLimitExceeded:
+        # Celery's task limit (evaluator.tasks resumes in a new task): the child is
+        # killed already; the job goes back to the queue for the next attempt.
+        job.refresh_from_db()
+        job_finish(job=job, state=Job.State.QUEUED, line="task time limit reached; resumed by a new task")
         raise
     except SandboxUnavailable as exc:
         job.refresh_from_db()
@@ -338,18 +351,23 @@ def _job_attempts(
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
             job_finish(job=job, state=Job.State.FAILED, line="giving up: no attempts left")
             raise JobFailed(f"{job.kind} failed after {job.attempts} attempts")
-        job.attempts += 1
-        job.state = Job.State.RUNNING
-        job.started_at = job.started_at or timezone.now()
-        job.heartbeat_at = timezone.now()
-        job.worker = worker_id()
+        attempt, worker = job.attempts + 1, worker_id()
+        # The claim is conditional on the attempt count this process read: of two
+        # workers racing on one job, one gets the attempt, the other stops here.
+        claimed = Job.objects.filter(pk=job.pk, attempts=job.attempts).exclude(state=Job.State.CANCELLED).update(
+            attempts=attempt, state=Job.State.RUNNING, worker=worker, heartbeat_at=timezone.now(),
+            started_at=job.started_at or timezone.now(),
+        )
+        if not claimed:
+            raise JobSuperseded(f"job {job.pk} was taken by another worker")
+        job.refresh_from_db()
         spare = _spare_take(limits)
         # Start the next job's child now: its TensorFlow import overlaps this job's work
         # (an upload's column is one short job per peer, back to back).
         spare_prepare()
         warm = " (warm child)" if spare is not None and spare.ready() else ""
         job.append_log(f"attempt {job.attempts} on {job.worker}{warm}: {target}")
-        job.save()
+        job.save(update_fields=["log"])
         workdir = spare.workdir if spare is not None else storage.job_workdir(job.pk)
         live_out = workdir / isolation.OUTPUTS
         report = None if on_report is None else (lambda: on_report(live_out))
@@ -359,7 +377,8 @@ def _job_attempts(
                 kwargs,
                 workdir=workdir,
                 limits=limits,
-                on_progress=_progress_writer(job, network, stage, report),
+                on_progress=_progress_writer(network, stage, report),
+                on_tick=_heartbeat(job, job.worker, job.attempts),
                 spare=spare,
                 inputs=inputs.files,
                 manifests=inputs.manifests,
@@ -373,6 +392,8 @@ def _job_attempts(
                 spare.discard()  # inputs failed to stage: it never got its request
             storage.remove_tree(workdir)
         job.refresh_from_db()
+        if (job.worker, job.attempts) != (worker, attempt):
+            raise JobSuperseded(f"job {job.pk} was taken over by a newer attempt")
         job.peak_rss_mb = max(job.peak_rss_mb or 0.0, result.peak_rss_mb)
         job.append_log(f"{result.outcome} in {result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB")
         if job.state == Job.State.CANCELLED:

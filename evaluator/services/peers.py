@@ -24,12 +24,13 @@ from django.db import transaction
 from evaluator.engine import isolation
 from evaluator.engine import jobs as engine_jobs
 from evaluator.models import Evaluation, Job, PeerFailure
-from evaluator.services import jobs, results, storage
+from evaluator.services import jobs, lifecycle, results, storage
 from evaluator.services.jobs import (
     Inputs,
     JobCancelled,
     JobFailed,
     JobRejected,
+    JobSuperseded,
     Stage,
     job_open,
     job_run,
@@ -97,7 +98,8 @@ def _cells(network: Network, group: list[Network], sources: list[Network], stage
     timeout = sum(peer_timeout(p, len(sources)) for p in group)
     limits = dataclasses.replace(sandbox_limits(trusted=all(p.is_reference for p in group)),
                                  timeout_s=min(float(settings.SANDBOX_TIMEOUT_S), timeout))
-    owner = group[0] if len(group) == 1 else network
+    # The references' cells are this network's work; an upload's cells are that upload's.
+    owner = network if group[0].is_reference else group[0]
     out_dir = storage.network_dir(owner.pk) / f"cells-{network.pk}"
     job = job_open(kind=Job.Kind.CROSS, benchmark=network.benchmark, network=owner)
     job.append_log(f"{', '.join(p.name for p in group)} on the adversarial set of "
@@ -140,6 +142,8 @@ def columns_evaluate(*, network: Network, peers_todo: list[Network]) -> None:
 def _group(network: Network, group: list[Network], stage: Stage) -> None:
     try:
         _cells(network, group, [network] if group[0].is_reference else _sources(network, group[0]), stage)
+    except JobSuperseded:
+        raise  # this network was rerun or deleted: no peer is at fault
     except (JobRejected, JobFailed, JobCancelled) as exc:
         if len(group) == 1:
             peer_charge(peer=group[0], source=network, exc=exc)
@@ -154,8 +158,6 @@ def _group(network: Network, group: list[Network], stage: Stage) -> None:
 
 def peer_charge(*, peer: Network, source: Network, exc: Exception) -> PeerFailure:
     """Record the failed cell, flag the peer, and queue it for re-validation."""
-    from evaluator.tasks import pipeline_enqueue
-
     outcome = {JobRejected: "rejected", JobCancelled: "cancelled"}.get(type(exc), "failed")
     log.warning("network %s (%s) failed on the set of network %s: %s", peer.pk, peer.name, source.pk, exc)
     with transaction.atomic():
@@ -163,11 +165,11 @@ def peer_charge(*, peer: Network, source: Network, exc: Exception) -> PeerFailur
         # Its clean evaluation is taken again: re-validation from scratch.
         Evaluation.objects.filter(network=peer, source__isnull=True).delete()
         peer.refresh_from_db()
-        peer.status, peer.progress, peer.stage = S.QUEUED, 0, "queued for re-validation"
-        peer.reason = f"re-validating: it failed a later evaluation (on the adversarial set of {source.name}): {exc}"[:5000]
-        peer.save(update_fields=["status", "progress", "stage", "reason", "updated_at"])
         results.summary_refresh(peer)
-        pipeline_enqueue(peer)
+        lifecycle.network_requeue(
+            network=peer, stage="queued for re-validation",
+            reason=f"re-validating: it failed a later evaluation (on the adversarial set of {source.name}): {exc}",
+        )
     return failure
 
 

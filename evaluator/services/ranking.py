@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from evaluator.engine import ladder as ladder_engine
 from evaluator.models import AdversarialDataset, Evaluation
-from evaluator.services import results, storage
+from evaluator.services import lifecycle, results, storage
 from leaderboard.models import Benchmark, Network
 
 S = Network.Status
@@ -168,12 +168,8 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
                 **{name: getattr(net, name) for name in results.JUDGED_FIELDS},
             }
             # Only a network whose pipeline reached the ranking stage becomes ranked;
-            # one still in an earlier stage keeps its status.
-            if net.status in (S.CROSS_EVALUATING, S.RANKED):
-                fields.update(status=S.RANKED, progress=100, stage="ranked", reason="")
-                if net.status != S.RANKED:
-                    fields["ranked_at"] = now
-            Network.objects.filter(pk=net.pk).update(**fields)
+            # one still in an earlier stage (or restarted meanwhile) keeps its status.
+            lifecycle.network_mark_ranked(network_id=net.pk, fields=fields, was=net.status)
         Network.objects.filter(benchmark=benchmark).exclude(pk__in=included).update(
             level=None, score=None, deciding_rung=None
         )

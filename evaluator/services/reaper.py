@@ -19,11 +19,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from evaluator.models import Job
+from evaluator.services import lifecycle
 from leaderboard.models import Network
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER = timedelta(minutes=15)
+# The worker writes a running job's heartbeat every second (services.jobs HEARTBEAT_EVERY_S),
+# whatever its child reports: two minutes of silence means the worker is gone.
+STALE_AFTER = timedelta(minutes=2)
 # A network whose status says running but which has no live job and has not moved.
 IDLE_AFTER = timedelta(minutes=5)
 
@@ -47,8 +50,6 @@ def _orphaned(job: Job, now) -> bool:
 
 def jobs_reap(*, idle_after: timedelta = IDLE_AFTER) -> list[int]:
     """Requeue orphaned jobs and stalled networks; returns the network ids queued."""
-    from evaluator.tasks import pipeline_enqueue
-
     now = timezone.now()
     requeue: set[int] = set()
     with transaction.atomic():
@@ -72,7 +73,7 @@ def jobs_reap(*, idle_after: timedelta = IDLE_AFTER) -> list[int]:
         )
         requeue.update(stalled)
         for network in Network.objects.filter(pk__in=requeue):
-            pipeline_enqueue(network)
+            lifecycle.pipeline_enqueue(network)
     if requeue:
         log.warning("reaper requeued networks %s", sorted(requeue))
     return sorted(requeue)

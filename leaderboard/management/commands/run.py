@@ -58,7 +58,7 @@ class Command(BaseCommand):
         if not no_worker:
             children.append(self.spawn(
                 "-m", "celery", "-A", "leaderboard", "worker", "--loglevel", "INFO",
-                "--concurrency", "1", "--pool", "solo", "-n", "worker@%h",
+                "--concurrency", "1", "--pool", "prefork", "-n", "worker@%h",
             ))
         bench = Benchmark.objects.filter(name=settings.DEFAULT_BENCHMARK).first()
         if not no_build and (bench is None or bench.state != Benchmark.State.READY):

@@ -1,0 +1,188 @@
+"""A network's lifecycle (evaluator.services.lifecycle): the table of allowed moves, and
+the run and attempt tokens that keep a stale job from overwriting a newer state."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from django.db.models import F
+
+from evaluator.models import Job
+from evaluator.services import lifecycle
+from evaluator.services.jobs import JobCancelled, JobSuperseded, Stage, job_open, job_run
+from leaderboard.models import Network
+from tests.fakes import fake_suite
+
+pytestmark = pytest.mark.django_db
+S = Network.Status
+RUNNING = [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING]
+# Written out by hand from SPEC §5's statuses, independently of lifecycle.ALLOWED.
+FORBIDDEN = {
+    *((S.REJECTED, to) for to in S.values if to != S.QUEUED),  # only a rerun revives it
+    *((S.FAILED, to) for to in S.values if to != S.QUEUED),
+    *((s, S.RANKED) for s in RUNNING if s != S.CROSS_EVALUATING),  # ranked only after the matrix
+    (S.RANKED, S.REJECTED), (S.RANKED, S.FAILED),  # only from a stage it went back into
+}
+
+
+def _network(status: str = S.QUEUED, net: Network | None = None) -> Network:
+    net = net or fake_suite(references=1).references[0]
+    Network.objects.filter(pk=net.pk).update(status=status)
+    net.refresh_from_db()
+    return net
+
+
+@pytest.mark.parametrize(("start", "to"), list(itertools.product(S.values, S.values)))
+def test_every_move_is_allowed_or_refused_as_the_table_says(start: str, to: str) -> None:
+    net = _network(start)
+    if (start, to) in FORBIDDEN:
+        with pytest.raises(lifecycle.TransitionError):
+            lifecycle.network_move(network=net, to=to)
+        net.refresh_from_db()
+        assert net.status == start
+    else:
+        lifecycle.network_move(network=net, to=to, reason="why", progress=7)
+        net.refresh_from_db()
+        assert (net.status, net.reason, net.progress) == (to, "why", 7)
+
+
+def test_a_stale_run_cannot_move_the_network() -> None:
+    net = _network(S.ATTACKING)
+    stale = Network.objects.get(pk=net.pk)
+    lifecycle.network_move(network=net, to=S.QUEUED, restart=True)
+    assert net.run == stale.run + 1
+    with pytest.raises(JobSuperseded):
+        lifecycle.network_move(network=stale, to=S.FAILED)
+    with pytest.raises(JobSuperseded):
+        lifecycle.network_progress(network=stale, status=S.ATTACKING, progress=50, stage="step 9")
+    assert lifecycle.network_fail(network=stale, exc=RuntimeError("late")) is False
+    net.refresh_from_db()
+    assert (net.status, net.reason) == (S.QUEUED, "")
+
+
+def _job(net: Network) -> Job:
+    return job_open(kind=Job.Kind.EVALUATE, benchmark=net.benchmark, network=net)
+
+
+def _run_until_first_report(job: Job, net: Network, action, exc=JobCancelled) -> BaseException:
+    reports: list[Path] = []
+
+    def report(out: Path) -> None:
+        reports.append(out)
+        if len(reports) == 1:
+            action()
+
+    with pytest.raises(exc) as caught:
+        job_run(job=job, target="tests.sandbox_targets:tick_forever", kwargs={"pid_file": "pid"},
+                network=net, stage=Stage(S.ATTACKING, 25, 70), on_report=report)
+    return caught.value
+
+
+def test_rerun_while_its_job_runs_leaves_the_new_run_queued(queued, django_capture_on_commit_callbacks) -> None:
+    """Issue 13's bug: the old job's cancel used to write 'failed' over the rerun's
+    'queued', and the re-queued task then found 'failed' and did nothing."""
+    net = _network(S.VALIDATING)
+    job = _job(net)
+    with django_capture_on_commit_callbacks(execute=True):
+        exc = _run_until_first_report(job, net, lambda: lifecycle.network_rerun(network=Network.objects.get(pk=net.pk)))
+    # What the pipeline does with the old job's end: nothing, for a superseded run.
+    assert lifecycle.network_fail(network=net, exc=exc) is False
+    fresh = Network.objects.get(pk=net.pk)
+    assert (fresh.status, fresh.stage, fresh.run) == (S.QUEUED, "queued for rerun", net.run + 1)
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+    assert queued == [("network_evaluate", (net.pk,))]
+    # The task that runs next sees 'queued' and proceeds.
+    lifecycle.network_move(network=fresh, to=S.VALIDATING)
+
+
+def test_cancel_fails_a_running_network_but_never_a_ranked_one() -> None:
+    suite = fake_suite(references=2)
+    net = _network(S.ATTACKING, suite.references[0])
+    job = _job(net)
+    exc = _run_until_first_report(job, net, lambda: lifecycle.job_cancel(job=Job.objects.get(pk=job.pk)))
+    lifecycle.network_fail(network=net, exc=exc)
+    net.refresh_from_db()
+    assert (net.status, net.reason) == (S.FAILED, lifecycle.CANCELLED)
+    ranked = _network(S.RANKED, suite.references[1])
+    cell = job_open(kind=Job.Kind.CROSS, benchmark=ranked.benchmark, network=ranked)
+    lifecycle.job_cancel(job=cell)
+    ranked.refresh_from_db()
+    cell.refresh_from_db()
+    assert ranked.status == S.RANKED and cell.state == Job.State.CANCELLED
+
+
+def test_deleting_a_network_mid_job_stops_the_job_and_writes_nothing(queued, django_capture_on_commit_callbacks) -> None:
+    net = _network(S.ATTACKING)
+    job = _job(net)
+    with django_capture_on_commit_callbacks(execute=True):
+        exc = _run_until_first_report(job, net, lambda: lifecycle.network_delete(network=Network.objects.get(pk=net.pk)))
+    assert lifecycle.network_fail(network=net, exc=exc) is False
+    assert not Network.objects.filter(pk=net.pk).exists() and not Job.objects.filter(pk=job.pk).exists()
+    assert queued == [("benchmark_rank", (net.benchmark_id,))]
+
+
+def test_of_two_workers_racing_on_one_job_only_the_newer_attempt_writes() -> None:
+    net = _network(S.ATTACKING)
+    job = _job(net)
+
+    def another_worker_takes_over() -> None:
+        Job.objects.filter(pk=job.pk).update(attempts=F("attempts") + 1, worker="elsewhere:1")
+
+    _run_until_first_report(job, net, another_worker_takes_over, exc=JobSuperseded)
+    job.refresh_from_db()
+    # The loser wrote neither an outcome nor a finish over the winner's attempt.
+    assert (job.state, job.worker, job.attempts, job.finished_at) == (Job.State.RUNNING, "elsewhere:1", 2, None)
+    assert "ok in" not in job.log and "giving up" not in job.log
+
+
+def test_a_silent_child_still_has_a_live_heartbeat() -> None:
+    """The parent beats while the child runs, whatever the child reports: the reaper on
+    another host must not requeue a job in a long silent phase."""
+    net = _network(S.ATTACKING)
+    job = _job(net)
+    assert job_run(job=job, target="tests.sandbox_targets:silent", kwargs={"seconds": 3.0}) == {"slept": 3.0}
+    job.refresh_from_db()
+    assert (job.heartbeat_at - job.started_at).total_seconds() >= 2.0
+
+
+def test_the_ranking_never_marks_a_restarted_network_ranked() -> None:
+    net = _network(S.CROSS_EVALUATING)
+    lifecycle.network_move(network=net, to=S.QUEUED, restart=True)  # rerun between read and write
+    lifecycle.network_mark_ranked(network_id=net.pk, fields={"level": 3}, was=S.CROSS_EVALUATING)
+    net.refresh_from_db()
+    assert (net.status, net.level) == (S.QUEUED, 3)
+
+
+def test_every_queued_name_is_a_task_the_worker_registers() -> None:
+    import evaluator.tasks  # noqa: F401  (what the worker's autodiscovery imports)
+    from leaderboard.celery import app
+
+    for name in (lifecycle.TASK_NETWORK_EVALUATE, lifecycle.TASK_BENCHMARK_RANK, lifecycle.TASK_REFERENCE_REBUILD):
+        assert name in app.tasks
+
+
+def test_a_web_process_queues_by_name_without_the_tasks_module(tmp_path) -> None:
+    """The web server never imports evaluator.tasks: the message must still reach the
+    broker (a registry lookup there failed with NotRegistered)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import django, sys; django.setup()\n"
+        "from evaluator.services import lifecycle\n"
+        "lifecycle._send(lifecycle.TASK_NETWORK_EVALUATE, 41)\n"
+        "assert 'evaluator.tasks' not in sys.modules\n"
+    )
+    env = {**os.environ, "VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "leaderboard.settings",
+           "CELERY_BROKER_URL": "filesystem://", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    env.pop("REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "could not queue" not in done.stderr
+    messages = [f.read_text() for f in (tmp_path / "broker").rglob("*") if f.is_file()]
+    assert any("evaluator.network_evaluate" in m and "41" in m for m in messages)
