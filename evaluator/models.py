@@ -79,6 +79,9 @@ class Evaluation(models.Model):
     class Kind(models.TextChoices):
         CLEAN = "clean"
         UNIVERSAL = "universal"
+        # Universal perturbations fitted on this network itself (the same method as the
+        # benchmark's universal set, which is fitted on the control only): issue 16.
+        UNIVERSAL_OWN = "universal-own"
         ADVERSARIAL = "adversarial"
 
     network = models.ForeignKey(Network, on_delete=models.CASCADE, related_name="evaluations")
@@ -126,6 +129,8 @@ class Job(models.Model):
         ATTACK = "attack"
         CROSS = "cross"
         RANK = "rank"
+        # Detection and vector space (issue 15): trusted models only.
+        ANALYSE = "analyse"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -190,3 +195,43 @@ class PeerFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.network} on adv({self.source}): {self.outcome}"
+
+
+class Analysis(models.Model):
+    """Issue 15: how detectable one image set is, and where it sits in image space.
+
+    kind=basis (one per benchmark, no network): the clean eval images, with what every
+    set is compared with (PCA of the train images, the detectors' clean scores, the
+    Mahalanobis fit). kind=gradient: one network's adversarial set. kind=universal: the
+    universal set. `detection` {detector: engine.detection.Detection.as_dict()},
+    `vectorspace` engine.vectorspace.summarise() (basis: the PCA and detector summary).
+    `file` holds the per-image arrays every figure is recomputed from. `fingerprint`
+    names what it was computed from (control, discriminator, dataset, the set itself):
+    a row whose fingerprint no longer matches is stale and recomputed.
+    """
+
+    class Kind(models.TextChoices):
+        BASIS = "basis"
+        GRADIENT = "gradient"
+        UNIVERSAL = "universal"
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="analyses")
+    network = models.ForeignKey(Network, null=True, blank=True, on_delete=models.CASCADE, related_name="analyses")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    fingerprint = models.CharField(max_length=64)
+    detection = models.JSONField(default=dict, blank=True)
+    vectorspace = models.JSONField(default=dict, blank=True)
+    file = models.CharField(max_length=300, blank=True)
+    seconds = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["network"], condition=models.Q(network__isnull=False),
+                                    name="one_analysis_per_network"),
+            models.UniqueConstraint(fields=["benchmark", "kind"], condition=models.Q(network__isnull=True),
+                                    name="one_benchmark_analysis_per_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} analysis of {self.network or self.benchmark}"

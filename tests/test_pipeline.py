@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db.models.signals import post_save
 
 from evaluator.engine.datasets import load_dataset
-from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
 from evaluator.services import storage
 from evaluator.services.pipeline import network_run_pipeline
 from leaderboard import services
@@ -117,7 +117,7 @@ SPEC_ORDER = [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUAT
 
 
 def test_upload_is_one_job_whose_statuses_walk_in_order(mini_benchmark, tiny_cnn_dir, monkeypatch) -> None:
-    """validate + attack + cross run as ONE sandbox job (TensorFlow imported once); the
+    """validate + attack + its row run as ONE sandbox job (TensorFlow imported once); the
     status still walks the SPEC's order, and the clean evaluation is stored as soon as
     the job reports the attack, not when the whole job ends."""
     from evaluator.services import jobs
@@ -154,7 +154,12 @@ def test_upload_is_one_job_whose_statuses_walk_in_order(mini_benchmark, tiny_cnn
     net.refresh_from_db()
     note(net.status)  # the ranking writes it with a bulk update
     assert net.status == S.RANKED and net.progress == 100
-    assert list(net.jobs.values_list("kind", "state")) == [(Job.Kind.EVALUATE, Job.State.DONE)]
+    # Its own job, then one for its column: the three references together (trusted code).
+    assert list(net.jobs.values_list("kind", "state")) == [(Job.Kind.CROSS, Job.State.DONE),
+                                                           (Job.Kind.EVALUATE, Job.State.DONE)]
+    cross_log = net.jobs.get(kind=Job.Kind.CROSS).log.splitlines()[0]
+    assert cross_log.endswith(f"on the adversarial set of stages (network {net.pk})")
+    assert sorted(cross_log.split(" on the ")[0].split(", ")) == ["adv-trained", "control", "down50"]
     # In order, never backwards; the evaluating window is one predict long and may
     # fall between two of the worker's 0.2 s polls, the others may not.
     assert seen == sorted(seen, key=SPEC_ORDER.index), seen
@@ -268,6 +273,19 @@ def test_the_audit_runs_in_the_same_job_and_robust_accuracy_is_recomputable(mini
     assert net.robust_accuracy <= min(net.whitebox_accuracy, audit.accuracy)
     assert net.audit_curve == audit.curve
     assert "audit" in net.jobs.get(kind=Job.Kind.EVALUATE).log
+    # Issue 16: universal perturbations fitted on this network itself, stored like its
+    # adversarial set, its accuracy on them one of the worst case's sets.
+    own = Evaluation.objects.get(network=net, kind=Evaluation.Kind.UNIVERSAL_OWN, source__isnull=True)
+    assert own.total == len(labels) and net.universal_own_accuracy == pytest.approx(own.correct / own.total)
+    assert net.universal_own_low <= net.universal_own_accuracy <= net.universal_own_high
+    assert net.robust_accuracy <= net.universal_own_accuracy
+    with np.load(storage.network_dir(net.pk) / "universal-own.npz") as data:
+        perturbations = data["perturbations"]
+    assert perturbations.shape == (mini_benchmark.universal_count, 28, 28, 1)
+    assert np.abs(perturbations).max() <= mini_benchmark.universal_xi + 1e-6
+    control = UniversalSet.objects.get(benchmark=mini_benchmark)
+    with np.load(storage.media_path(control.file)) as data:
+        assert not np.array_equal(data["perturbations"], perturbations)  # fitted on it, not the control
     # The references were audited when the benchmark was built, and ranked on robust accuracy.
     for ref in Network.objects.filter(benchmark=mini_benchmark, is_reference=True):
         assert ref.robust_accuracy is not None and AuditResult.objects.filter(network=ref).exists()

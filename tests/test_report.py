@@ -104,6 +104,8 @@ class Truth:
             for kind in ("clean", "universal"):
                 e = Evaluation.objects.get(network=net, kind=kind, source__isnull=True)
                 acc[(net.pk, kind)] = _wilson(e.correct, e.total)
+            if own := Evaluation.objects.filter(network=net, kind="universal-own", source__isnull=True).first():
+                acc[(net.pk, "universal-own")] = _wilson(own.correct, own.total)
             adv = AdversarialDataset.objects.get(network=net)
             acc[(net.pk, "whitebox")] = _wilson(adv.whitebox_correct, adv.total)
             success[net.pk] = adv.success_rate
@@ -183,6 +185,10 @@ def check_report(text: str, t: Truth) -> None:
         assert m["name"] == net.name
         for kind in ("clean", "universal", "whitebox"):
             _check_acc(re.fullmatch(ACC.format("a"), m[kind]), "a", t.acc[(net.pk, kind)])
+        if (net.pk, "universal-own") in t.acc:
+            _check_acc(re.fullmatch(ACC.format("a"), m["own"]), "a", t.acc[(net.pk, "universal-own")])
+        else:
+            assert m["own"].strip() == "–"
         u, c = t.acc[(net.pk, "universal")][0], t.acc[(net.pk, "clean")][0]
         close(m["rob"], u / c)
         assert int(m["tier"]) == math.floor(10 * u + 1e-9)
@@ -295,7 +301,7 @@ def check_report(text: str, t: Truth) -> None:
         ("level rule", re.escape(LEVEL_RULE), lambda m: None, 1),
         ("charter heading", re.escape("## Against the charter (ImageNet, Inception v3 control)"), lambda m: None, 1),
         ("suite row", r"\| R(?P<rung>\d+) \| (?P<name>[^|]+) \| (?P<clean>[^|]+) \| (?P<universal>[^|]+) \| "
-         r"(?P<whitebox>[^|]+) \| (?P<rob>[\d.]+) \| (?P<tier>\d+) \| (?P<success>[\d.]+%) \| (?P<level>\d+) \|",
+         r"(?P<own>[^|]+) \| (?P<whitebox>[^|]+) \| (?P<rob>[\d.]+) \| (?P<tier>\d+) \| (?P<success>[\d.]+%) \| (?P<level>\d+) \|",
          suite_row, len(names)),
         ("pca", r"PCA keeps (?P<k>\d+) of (?P<d>\d+) components \((?P<var>[\d.]+)% of the train variance\)\.", pca, 1),
         ("gan", r"GAN-data: the classifier trained only on generated digits scores (?P<real>[\d.]+)% on the real "
@@ -325,6 +331,11 @@ def check_report(text: str, t: Truth) -> None:
          r"(?P<verdict>.+)", spread, 1),
     ]
     counts = {name: 0 for name, *_ in patterns}
+    # The generalisation section (issue 15) is checked line by line by its own test module.
+    from tests.test_generalisation import check_generalisation, split_generalisation
+
+    text, section = split_generalisation(text)
+    check_generalisation(section)
     for line in text.splitlines():
         if not re.search(r"\d", line):
             continue

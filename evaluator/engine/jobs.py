@@ -150,15 +150,24 @@ def _checks(net: LoadedNetwork, ds: Dataset, first: np.ndarray) -> tuple[LoadedN
     }
 
 
-def _audit(net: LoadedNetwork, ds: Dataset, out: Path, epsilon: float, progress: Progress) -> dict:
-    """The untargeted audit (engine.audit) and its ε curve: per-image predictions in `out`."""
+def _audit(net: LoadedNetwork, ds: Dataset, out: Path, epsilon: float, progress: Progress,
+           universal: dict | None = None) -> dict:
+    """The untargeted audit (engine.audit) and its ε curve: per-image predictions in `out`.
+
+    With `universal` ({count, xi, seed}), universal perturbations are also fitted on this
+    network (the benchmark's universal set is fitted on the control only, so for every
+    other network it is a transfer figure): perturbations and predictions in
+    `universal-own.npz` beside `out`.
+    """
     from evaluator.engine.audit import AuditConfig, audit
 
+    share = 0.85 if universal else 1.0
     config = AuditConfig(epsilon=epsilon, eot_samples=EOT_SAMPLES_STOCHASTIC)
     progress(0.02, "audit attack")
-    result = audit(net, ds.x_eval, ds.y_eval, config, progress=lambda f: progress(0.02 + 0.98 * f, "audit attack"))
+    result = audit(net, ds.x_eval, ds.y_eval, config,
+                   progress=lambda f: progress(0.02 + (share - 0.02) * f, "audit attack"))
     _save_predictions(out, predictions=result.predictions)
-    return {
+    value = {
         "curve": result.curve,
         "epsilon": epsilon,
         "steps": config.steps,
@@ -167,6 +176,20 @@ def _audit(net: LoadedNetwork, ds: Dataset, out: Path, epsilon: float, progress:
         "gradient_steps": result.gradient_steps,
         "seconds": float(result.seconds),
     }
+    if universal:
+        from evaluator.engine.universal import UniversalConfig, universal_dataset, universal_perturbations
+
+        started = time.perf_counter()
+        perturbations = universal_perturbations(
+            net, ds.x_train, ds.y_train, UniversalConfig(count=int(universal["count"]), xi=float(universal["xi"])),
+            seed=int(universal["seed"]), progress=lambda f: progress(share + (1 - share) * f, "own universal perturbations"),
+        )
+        predictions = net.predict(universal_dataset(ds.x_eval, perturbations))
+        np.savez_compressed(out.parent / "universal-own.npz", perturbations=perturbations.astype(np.float32),
+                            predictions=np.asarray(predictions, dtype=np.uint8))
+        value["universal_own"] = {"count": int(len(perturbations)), "xi": float(universal["xi"]),
+                                  "seconds": time.perf_counter() - started}
+    return value
 
 
 def _attack(
@@ -250,7 +273,8 @@ def evaluate_network(
     (+ audit.npz), cross.json (+ cross.npz). Without `validate` the model was validated
     before and is reopened with its stored `info`. With `attack` ({epsilon, step, steps}) it is attacked;
     otherwise `own_adversarial` is its stored set. With `audit` ({epsilon}) the
-    untargeted audit runs. rows: [{"id", "adversarial", "name"}].
+    untargeted audit runs (and, with audit["universal"], universal perturbations
+    fitted on this network: universal-own.npz). rows: [{"id", "adversarial", "name"}].
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

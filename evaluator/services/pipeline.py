@@ -25,13 +25,14 @@ from evaluator.engine import jobs as engine_jobs
 from evaluator.engine.errors import ContractError
 from evaluator.engine.jobs import PHASES
 from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job, UniversalSet
-from evaluator.services import peers, results, storage
+from evaluator.services import analysis, lifecycle, peers, results, secret, storage
 from evaluator.services.jobs import (
     MODEL_CHANGED,
     Inputs,
     JobCancelled,
     JobFailed,
     JobRejected,
+    JobSuperseded,
     JobUnavailable,
     Phases,
     Stage,
@@ -52,36 +53,6 @@ AUDIT = Stage(S.ATTACKING, 42, 70)  # the untargeted audit is an attack too, for
 CROSS = Stage(S.CROSS_EVALUATING, 70, 98)
 EVALUATE = Phases(tuple((*PHASES[name], stage) for name, stage in
                         (("validate", VALIDATE), ("attack", ATTACK), ("audit", AUDIT), ("cross", CROSS))))
-UNAVAILABLE = "waiting: {problem}. Untrusted models are evaluated only inside the sandbox."
-
-
-def network_set_status(*, network: Network, status: str, reason: str = "", progress: int | None = None) -> None:
-    network.status = status
-    fields = ["status", "updated_at"]
-    if reason:
-        network.reason = reason[:5000]
-        fields.append("reason")
-    if progress is not None:
-        network.progress = progress
-        fields.append("progress")
-    network.save(update_fields=fields)
-
-
-def _fail(network: Network, exc: Exception) -> bool:
-    if not Network.objects.filter(pk=network.pk).exists():
-        return False  # deleted while its job ran: nothing to mark
-    if isinstance(exc, JobUnavailable):
-        network_set_status(network=network, status=S.QUEUED, reason=UNAVAILABLE.format(problem=exc))
-    elif isinstance(exc, JobRejected):
-        network_set_status(network=network, status=S.REJECTED, reason=str(exc))
-        # Nothing of a rejected model stays unpacked; its archive stays for the owner.
-        storage.remove_tree(storage.media_path(f"networks/{network.pk}/model"))
-        Network.objects.filter(pk=network.pk).update(model_files={}, info={})
-    elif isinstance(exc, JobCancelled):
-        network_set_status(network=network, status=S.FAILED, reason="cancelled by an administrator")
-    else:
-        network_set_status(network=network, status=S.FAILED, reason=str(exc))
-    return False
 
 
 def _validated(network: Network) -> bool:
@@ -90,6 +61,12 @@ def _validated(network: Network) -> bool:
     return bool(network.info.get("signature")) and Evaluation.Kind.CLEAN in have and (
         not universal or Evaluation.Kind.UNIVERSAL in have
     )
+
+
+def _audited(network: Network) -> bool:
+    """The audit and the universal perturbations fitted on the network (one phase)."""
+    return AuditResult.objects.filter(network=network).exists() and network.evaluations.filter(
+        kind=Evaluation.Kind.UNIVERSAL_OWN, source__isnull=True).exists()
 
 
 def network_accept(*, network: Network) -> bool:
@@ -106,18 +83,28 @@ def network_accept(*, network: Network) -> bool:
         manifest = isolation.folder_manifest(model)
     except ContractError as exc:
         storage.remove_tree(target)
-        return _fail(network, JobRejected(str(exc)))
+        return lifecycle.network_fail(network=network, exc=JobRejected(str(exc)))
     if network.model_files and manifest != network.model_files:
         log.error("network %s: the re-unpacked model differs from the accepted one", network.pk)
-        return _fail(network, JobFailed(MODEL_CHANGED))
+        return lifecycle.network_fail(network=network, exc=JobFailed(MODEL_CHANGED))
     network.model_files = manifest
     network.info = {**network.info, "model_dir": storage.relative(model)}
     network.save(update_fields=["model_files", "info", "updated_at"])
+    # The same model files as a live network (re-zipped, renamed): answered with a link
+    # to it instead of a second identical row. Lazy: leaderboard imports evaluator.
+    from leaderboard.duplicates import duplicate_reason, network_duplicate_of
+
+    if (existing := network_duplicate_of(network=network)) is not None:
+        return lifecycle.network_fail(network=network, exc=JobRejected(duplicate_reason(existing)))
     return True
 
 
 def _store_finished(network: Network, stored: set[str], out: Path) -> None:
-    """Store each phase whose `<phase>.json` the job has written (it writes it last)."""
+    """Store each phase whose `<phase>.json` the job has written (it writes it last),
+    unless a newer run owns the network (then the job stops: JobSuperseded)."""
+    if not any(name not in stored and (out / f"{name}.json").exists() for name in ("validation", "attack", "audit")):
+        return
+    lifecycle.network_current(network)
     if "validation" not in stored and (out / "validation.json").exists():
         stored.add("validation")
         value = json.loads((out / "validation.json").read_text())
@@ -130,7 +117,8 @@ def _store_finished(network: Network, stored: set[str], out: Path) -> None:
         results.attack_store(network, json.loads((out / "attack.json").read_text()), stored_set)
     if "audit" not in stored and (out / "audit.json").exists():
         stored.add("audit")
-        results.audit_store(network, json.loads((out / "audit.json").read_text()), out / "audit.npz")
+        results.audit_store(network, json.loads((out / "audit.json").read_text()), out / "audit.npz",
+                            own_universal=out / "universal-own.npz")
 
 
 def _network_job(network: Network, *, validate: bool, attack: bool, peers_todo: list[Network],
@@ -158,11 +146,14 @@ def _network_job(network: Network, *, validate: bool, attack: bool, peers_todo: 
     if attack:
         kwargs["attack"] = bench.attack_config()
     if audit:
-        kwargs["audit"] = {"epsilon": bench.epsilon}
+        kwargs["audit"] = {"epsilon": bench.epsilon, "universal": {
+            "count": bench.universal_count, "xi": bench.universal_xi,
+            # Derived from the deployment's secret: nobody can replay the fit offline.
+            "seed": secret.benchmark_seed(f"{bench.name}/network-{network.pk}", "universal-own")}}
     first = "validate" if validate else "attack" if attack else "audit" if audit else "cross"
     start = PHASES[first][0]
     status, progress = EVALUATE.at(start)
-    network_set_status(network=network, status=status, progress=progress)
+    lifecycle.network_move(network=network, to=status, progress=progress)
     job = job_open(kind=Job.Kind.EVALUATE, benchmark=bench, network=network)
     out_dir = storage.network_dir(network.pk) / "evaluate"
     stored: set[str] = set()
@@ -173,7 +164,7 @@ def _network_job(network: Network, *, validate: bool, attack: bool, peers_todo: 
             on_report=lambda out: _store_finished(network, stored, out),
         )
     except (JobRejected, JobFailed, JobCancelled, JobUnavailable) as exc:
-        return _fail(network, exc)
+        return lifecycle.network_fail(network=network, exc=exc)
     _store_finished(network, stored, out_dir)
     results.rows_store(network, {p.pk: p for p in peers_todo}, value["cross"], out_dir / "cross.npz")
     storage.remove_tree(out_dir)
@@ -201,25 +192,36 @@ def network_cross_evaluate(*, network: Network) -> bool:
         rows, columns = peers.matrix_missing(network, peers.matrix_peers(network))
         if not rows and not columns:
             return True
-        network_set_status(network=network, status=S.CROSS_EVALUATING, progress=CROSS.start)
+        lifecycle.network_move(network=network, to=S.CROSS_EVALUATING, progress=CROSS.start)
         if rows and not _network_job(network, validate=False, attack=False, peers_todo=rows):
             return False
         try:
             peers.columns_evaluate(network=network, peers_todo=columns)
         except (JobCancelled, JobUnavailable) as exc:
-            return _fail(network, exc)
+            return lifecycle.network_fail(network=network, exc=exc)
     return True
 
 
 def network_evaluate(*, network: Network) -> bool:
-    """Everything between upload and ranking, resuming from what is stored."""
+    """Everything between upload and ranking, resuming from what is stored.
+
+    False when it did not get through (the network's status says why), also when a
+    newer run took the network over meanwhile (a rerun, a deletion).
+    """
+    try:
+        return _evaluate(network)
+    except JobSuperseded as exc:
+        return lifecycle.network_fail(network=network, exc=exc)
+
+
+def _evaluate(network: Network) -> bool:
     if not network.is_reference and (problem := isolation_problem()):
-        return _fail(network, JobUnavailable(problem))
+        return lifecycle.network_fail(network=network, exc=JobUnavailable(problem))
     if not network_accept(network=network):
         return False
     validated = _validated(network)
     attacked = AdversarialDataset.objects.filter(network=network).exists()
-    audited = AuditResult.objects.filter(network=network).exists()
+    audited = _audited(network)
     if not (validated and attacked and audited):
         rows, _columns = peers.matrix_missing(network, peers.matrix_peers(network))
         if not _network_job(network, validate=not validated, attack=not attacked, peers_todo=rows,
@@ -229,6 +231,10 @@ def network_evaluate(*, network: Network) -> bool:
     if not network_cross_evaluate(network=network):
         return False
     peers.failures_resolve(network=network)
+    if not network.is_reference:  # the build and a rebuild analyse the references at their end
+        # Detection and vector space of its adversarial set (issue 15): one trusted job,
+        # a few seconds; a failure there is recorded on the analysis, never the network.
+        analysis.network_analyse(network=network)
     return True
 
 

@@ -1,7 +1,8 @@
 """docs/BENCHMARK.md, generated from stored results (never typed by hand).
 
 The charter-style table of the reference suite, the cross-attack matrix, the noise
-grid search, and a comparison with what the charter reported on ImageNet. Every
+grid search, a comparison with what the charter reported on ImageNet, and how the
+built-in benchmarks' ladders compare (services.generalisation, issue 15). Every
 sentence with a number or a claim is computed here from a stored number (rows, the
 references' recorded build reports, the stored dataset and universal set) or from the
 charter's figures in SPEC §1; a verdict ("yes", "trades ...") is a stated threshold on
@@ -22,6 +23,8 @@ from django.conf import settings
 from evaluator.engine.datasets import load_dataset
 from evaluator.models import UniversalSet
 from evaluator.services import storage
+from evaluator.services.analysis_report import analysis_markdown
+from evaluator.services.generalisation import generalisation_markdown
 from evaluator.services.ranking import matrix_gather
 from leaderboard.models import Benchmark, Network
 
@@ -39,6 +42,10 @@ TRANSFER_NOTE = (
     "The universal perturbations are fitted against the control only: for every other "
     "network the universal accuracy measures how well the control's perturbations transfer "
     "to it, not a universal attack fitted on that network."
+)
+OWN_NOTE = (
+    "The same method, size and count fitted on each network itself; this column is one of "
+    "the sets robust accuracy takes the worst case of."
 )
 
 
@@ -121,13 +128,14 @@ def _none(value: object) -> str:
 
 def _suite_table(refs: list[Network]) -> list[str]:
     lines = [
-        "| rung | reference | clean | universal* | white-box | universal robustness* | tier* | attack success | level |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rung | reference | clean | universal* | universal, own† | white-box | universal robustness* | tier* "
+        "| attack success | level |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rung, net in enumerate(refs, start=1):
         lines.append(
             f"| R{rung} | {net.name} | {_acc(net, 'clean')} | {_acc(net, 'universal')} | "
-            f"{_acc(net, 'whitebox')} | {_ratio(net.universal_robustness)} | {_none(net.universal_tier)} | "
+            f"{_acc(net, 'universal_own')} | {_acc(net, 'whitebox')} | {_ratio(net.universal_robustness)} | {_none(net.universal_tier)} | "
             f"{_pct(net.attack_success)} | {_none(net.level)} |"
         )
     return lines
@@ -299,6 +307,7 @@ def benchmark_markdown(*, benchmark: Benchmark, origin: Provenance | None = None
         f"- Universal perturbations: {benchmark.universal_count}, ξ = {benchmark.universal_xi:g}"
         + (f", computed against the control in {universal.seconds:.0f} s." if universal else "."),
         f"- \\* {TRANSFER_NOTE}",
+        f"- † {OWN_NOTE}",
         "",
         "## The reference suite (ladder order, least robust first)",
         "",
@@ -334,5 +343,7 @@ def benchmark_markdown(*, benchmark: Benchmark, origin: Provenance | None = None
         *_comparison_downsample(by_recipe.get("down75"), control, "down75", "downsample 75%"),
         *_comparison_mnist(refs, control, facts, benchmark),
         "",
+        *analysis_markdown(benchmark=benchmark),  # issue 15: detection and vector space
+        *generalisation_markdown(),  # issue 15: the built-in benchmarks' ladders compared
     ]
     return "\n".join(lines)

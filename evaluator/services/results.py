@@ -28,7 +28,7 @@ from leaderboard.models import Network
 JUDGED_FIELDS = ["robust_accuracy", "robust_low", "robust_high", "audit_curve", "flags", "flag_notes"]
 SUMMARY_FIELDS = [
     f"{prefix}_{part}"
-    for prefix in ("clean", "universal", "whitebox")
+    for prefix in ("clean", "universal", "universal_own", "whitebox")
     for part in ("accuracy", "low", "high")
 ] + ["attack_success"]
 # Plain (source-less) evaluations: (predictions, their accuracy) by kind.
@@ -78,7 +78,8 @@ def summary_refresh(network: Network) -> None:
     (leaderboard speed). benchmark_rank recomputes the last two for every network, since
     each new network adds a set to everyone's worst case."""
     evals = {e.kind: e for e in network.evaluations.filter(source__isnull=True)}
-    for kind, prefix in ((Evaluation.Kind.CLEAN, "clean"), (Evaluation.Kind.UNIVERSAL, "universal")):
+    for kind, prefix in ((Evaluation.Kind.CLEAN, "clean"), (Evaluation.Kind.UNIVERSAL, "universal"),
+                         (Evaluation.Kind.UNIVERSAL_OWN, "universal_own")):
         e = evals.get(kind)
         if e is not None:
             setattr(network, f"{prefix}_accuracy", e.accuracy)
@@ -112,12 +113,13 @@ def robust_sets(
 ) -> list[np.ndarray] | None:
     """The per-image correctness vectors robust accuracy is the worst case of (SPEC §2):
     its own targeted attack, the untargeted audit, every other network's adversarial set,
-    the universal set, and the clean images (the unperturbed image is inside every ε-ball).
+    the universal set, the universal perturbations fitted on it, and the clean images (the unperturbed image is inside every ε-ball).
     None until both of its own attacks are stored: without them it is no worst case."""
     if adv is None or audit is None:
         return None
     sets = [adv.prediction_array() == labels, audit.prediction_array() == labels]
-    sets += [plain[kind][0] == labels for kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL) if kind in plain]
+    sets += [plain[kind][0] == labels for kind in (Evaluation.Kind.CLEAN, Evaluation.Kind.UNIVERSAL,
+                                                   Evaluation.Kind.UNIVERSAL_OWN) if kind in plain]
     sets += [correct for _name, correct in peers]
     return sets
 
@@ -190,9 +192,19 @@ def networks_judge(networks: Sequence[Network], correct: dict[tuple[int, int], n
                       plain=plain[net.pk], peers=peers, failures=failures.get(net.pk, 0), num_classes=num_classes)
 
 
-def audit_store(network: Network, value: dict, predictions: Path) -> None:
-    """The untargeted audit (engine.audit): per-image predictions and the ε curve."""
+def audit_store(network: Network, value: dict, predictions: Path, own_universal: Path | None = None) -> None:
+    """The untargeted audit (engine.audit): per-image predictions and the ε curve; and the
+    universal perturbations fitted on the network (stored like its adversarial set, the
+    predictions as an evaluation of kind universal-own)."""
     labels = storage.eval_labels(network.benchmark.data_file)
+    if own_universal is not None and own_universal.exists() and "universal_own" in value:
+        with np.load(own_universal) as data:
+            own_preds = data["predictions"].astype(np.int64)
+            np.savez_compressed(storage.network_dir(network.pk) / "universal-own.npz",
+                                perturbations=data["perturbations"])
+        evaluation_save(network=network, kind=Evaluation.Kind.UNIVERSAL_OWN, predictions=own_preds, labels=labels,
+                        num_classes=network.benchmark.num_classes, seconds=float(value["universal_own"]["seconds"]))
+        own_universal.unlink(missing_ok=True)
     with np.load(predictions) as data:
         preds = data["predictions"].astype(np.int64)
     acc = metrics.accuracy(preds, labels)

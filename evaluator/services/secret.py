@@ -35,7 +35,7 @@ from django.conf import settings
 
 SECRET_BYTES = 32
 FILE_NAME = "deployment-secret"
-PURPOSES = frozenset({"targets", "universal"})
+PURPOSES = frozenset({"targets", "universal", "universal-own"})
 
 
 def secret_path() -> Path:
