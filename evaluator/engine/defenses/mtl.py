@@ -1,7 +1,8 @@
 """Reference #8, mtl: a multi-task network, shared trunk with a class head and an
 auxiliary head that reconstructs the input image.
 
-Trunk: the control architecture up to its dense layer (conv blocks, flatten, dense).
+Trunk: the control architecture up to its dense layer (base.trunk: conv blocks, flatten,
+dense; or the MLP backbone's dense layers).
 Heads: class logits, and a sigmoid image of the input's shape (decoder: one dense
 layer). Loss: cross-entropy + aux_weight × pixel mean squared error; the auxiliary task
 needs no extra labels and works for any benchmark, and it makes the shared features
@@ -17,15 +18,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from evaluator.engine.defenses.base import CONTROL_DEFAULTS, BuildContext, Params, Recipe, conv_blocks, fit_classifier
+from evaluator.engine.defenses.base import CONTROL_DEFAULTS, BuildContext, Params, Recipe, fit_classifier, trunk
 
 
 def _train(ctx: BuildContext, p: Params) -> tuple[keras.Model, dict[str, Any]]:
     ds = ctx.dataset
     inputs = keras.Input(shape=ds.shape, name="images")
     h = inputs
-    for layer in [*conv_blocks(ds.shape, p["conv_filters"]), keras.layers.Flatten(),
-                  keras.layers.Dense(p["dense_units"], activation="relu")]:
+    for layer in trunk(ds.shape, p):
         h = layer(h)
     logits = keras.layers.Dense(ds.num_classes, name="classes")(h)
     pixels = keras.layers.Dense(int(np.prod(ds.shape)), activation="sigmoid", name="reconstruction")(h)

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.text import slugify
 
-from evaluator.engine import datasets
+from evaluator.engine import builtins, datasets
 from evaluator.services.benchmarks import benchmark_store_dataset
 from leaderboard.models import Benchmark
 
@@ -46,6 +46,9 @@ class Command(BaseCommand):
         slug = slugify(name)
         if slug != name:
             raise CommandError(f"benchmark names are slugs (letters, digits, '-'): try {slug!r}")
+        if name in builtins.BUILTINS:
+            raise CommandError(f"{name!r} is a built-in benchmark: build it with "
+                               f"`python manage.py build_benchmark {name}`")
         if Benchmark.objects.filter(name=name).exists():
             raise CommandError(f"benchmark {name!r} exists already")
         try:
