@@ -6,6 +6,8 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
+from leaderboard import model_cards
+from leaderboard.model_cards import CardError
 from leaderboard.services import DESCRIPTION_MAX, NAME_MAX
 
 
@@ -14,12 +16,64 @@ def size_limit_text() -> str:
     return f"{mb:.0f} MB" if mb >= 1 else f"{settings.MAX_UPLOAD_BYTES // 1024} KB"
 
 
-class UploadForm(forms.Form):
-    name = forms.CharField(max_length=NAME_MAX, help_text="Shown on the leaderboard.")
+class ModelCardForm(forms.Form):
+    """The model card (leaderboard.model_cards checks every value: hostile input)."""
+
+    paper_url = forms.CharField(
+        label="Paper or code", required=False, max_length=model_cards.URL_MAX,
+        widget=forms.URLInput(attrs={"placeholder": "https://arxiv.org/abs/…"}),
+        help_text="Optional: a link to the paper or the code (http:// or https://).",
+    )
+    training_data = forms.CharField(
+        label="Training data", required=False, max_length=model_cards.SHORT_MAX,
+        help_text="Optional: what it was trained on, e.g. “MNIST train (60,000), eval split excluded”.",
+    )
+    architecture = forms.CharField(
+        label="Framework / architecture", required=False, max_length=model_cards.SHORT_MAX,
+        help_text="Optional: e.g. “Keras 3, 2 conv + 2 dense layers”.",
+    )
+    threat_norm = forms.ChoiceField(
+        label="Threat model claimed", required=False,
+        choices=[("", "none claimed"), *model_cards.NORMS.items()],
+        help_text="Optional: the norm of the attacks the network is meant to resist.",
+    )
+    threat_epsilon = forms.CharField(
+        label="Claimed ε", required=False, widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0.3"}),
+        help_text="Optional: the budget it claims to resist, in pixel units of [0, 1].",
+    )
     description = forms.CharField(
         max_length=DESCRIPTION_MAX, required=False, widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="Optional: architecture, defense, training, a link to the paper.",
+        help_text="Optional free text: the defense, how it was trained, caveats.",
     )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        try:
+            self.card = model_cards.card_clean(**{k: data.get(k, "") for k in model_cards.FIELDS})
+            data["description"] = model_cards.description_clean(data.get("description", ""))
+        except CardError as exc:
+            self.add_error(exc.field if exc.field in self.fields else None, str(exc))
+        return data
+
+    CARD_FIELDS = (*model_cards.FIELDS, "description")
+
+    def card_fields(self) -> list[forms.BoundField]:
+        """The card's fields, for templates that group them under their own heading."""
+        return [self[name] for name in self.CARD_FIELDS]
+
+    def other_fields(self) -> list[forms.BoundField]:
+        return [f for f in self.visible_fields() if f.name not in self.CARD_FIELDS]
+
+    @classmethod
+    def from_network(cls, network, data=None) -> "ModelCardForm":
+        initial = {k: getattr(network, k) for k in model_cards.FIELDS}
+        initial["description"] = network.description
+        return cls(data, initial=initial)
+
+
+class UploadForm(ModelCardForm):
+    field_order = ["name", "archive", "public", "benchmark", *model_cards.FIELDS, "description"]
+    name = forms.CharField(max_length=NAME_MAX, help_text="Shown on the leaderboard.")
     archive = forms.FileField(
         help_text="A TensorFlow SavedModel folder packed as .zip or .tar.gz (the folder may be at any depth).",
         widget=forms.ClearableFileInput(attrs={"accept": ".zip,.tar.gz,.tgz,application/zip,application/gzip"}),

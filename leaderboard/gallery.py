@@ -22,7 +22,8 @@ from evaluator.services import storage
 
 PARTS = ("original", "perturbation", "adversarial")
 TARGET_SIDE = 112  # small images are scaled up (nearest neighbour) to about this size
-GALLERY_SIZE = 8
+GALLERY_SIZE = 12  # a 3 x 4 or 4 x 3 grid: no gap at the widths the page lays out
+GALLERY_SEED = 0  # public on purpose: the sample is representative, not secret (it never looks at outcomes)
 
 
 def scale_for(height: int, width: int) -> int:
@@ -171,6 +172,11 @@ class Sample:
     labels: np.ndarray
     predictions: np.ndarray  # the network's predictions on its own adversarial images
     targets: np.ndarray | None
+    seed: int = 0
+
+    def hit(self, i: int) -> bool:
+        """The attack reached its target class on eval image i."""
+        return self.targets is not None and int(self.predictions[i]) == int(self.targets[i])
 
 
 def gallery_sample(*, benchmark, adversarial) -> Sample | None:
@@ -191,33 +197,19 @@ def gallery_sample(*, benchmark, adversarial) -> Sample | None:
         return None
     if targets is not None and len(targets) != len(labels):
         targets = None
-    return Sample(gallery_indices(labels, predictions, targets), labels, predictions, targets)
+    return Sample(gallery_indices(len(labels)), labels, predictions, targets, GALLERY_SEED)
 
 
-def gallery_indices(labels: np.ndarray, predictions: np.ndarray, targets: np.ndarray | None,
-                    count: int = GALLERY_SIZE) -> list[int]:
-    """Which eval images to show: successful attacks first (one per class where possible),
-    then attacks that only fooled, then the ones that failed; deterministic."""
-    n = len(labels)
-    if n == 0:
+def gallery_indices(n: int, count: int = GALLERY_SIZE, seed: int = GALLERY_SEED) -> list[int]:
+    """Which eval images to show: `count` of the n drawn uniformly at random without
+    replacement from `seed`, in index order. The draw never looks at the outcomes, so
+    the share of successful attacks in the sample is an unbiased estimate of the attack
+    success rate (hypergeometric spread), and with the one benchmark-wide seed every
+    network's page shows the same eval images, side by side comparable."""
+    if n <= 0:
         return []
-    hit = predictions == targets if targets is not None else np.zeros(n, bool)
-    fooled = (predictions != labels) & ~hit
-    chosen: list[int] = []
-    seen_classes: set[int] = set()
-    for group in (np.flatnonzero(hit), np.flatnonzero(fooled), np.flatnonzero(predictions == labels)):
-        for i in group:  # first pass: one image per true class
-            if len(chosen) >= count:
-                return chosen
-            if int(labels[i]) not in seen_classes:
-                chosen.append(int(i))
-                seen_classes.add(int(labels[i]))
-    for i in range(n):
-        if len(chosen) >= count:
-            break
-        if i not in chosen:
-            chosen.append(i)
-    return chosen
+    chosen = np.random.default_rng(seed).choice(n, size=min(count, n), replace=False)
+    return sorted(int(i) for i in chosen)
 
 
 def sample_grid_png(*, benchmark, per_class: int = 4) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.db import models
 
 
@@ -94,6 +95,9 @@ class Network(models.Model):
     archive = models.CharField(max_length=300, blank=True)
     archive_bytes = models.BigIntegerField(default=0)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
+    # Which run of its pipeline is current: a rerun or re-validation moves it on, and
+    # every write of an older run's job is refused (evaluator.services.lifecycle).
+    run = models.PositiveIntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=200, blank=True)
     reason = models.TextField(blank=True)
@@ -104,6 +108,21 @@ class Network(models.Model):
     # sha256 of every file of the accepted model folder, {path inside the folder: hex};
     # checked before every load so a file changed on disk is never run (SPEC §6).
     model_files = models.JSONField(default=dict, blank=True)
+    # sha256 (hex) of the uploaded archive's bytes: a second upload of the same bytes is
+    # answered with a link to this network (leaderboard.duplicates).
+    archive_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    # Set by operator tools that register a model again on purpose (`rank`, benches):
+    # the duplicate checks leave this network alone.
+    allow_duplicate = models.BooleanField(default=False)
+
+    # Model card (leaderboard.model_cards): what the uploader claims; hostile input,
+    # validated on the way in and escaped on the way out. The free text is `description`.
+    paper_url = models.URLField(max_length=500, blank=True,
+                                validators=[URLValidator(schemes=["http", "https"])])
+    training_data = models.CharField(max_length=300, blank=True)
+    architecture = models.CharField(max_length=300, blank=True)
+    threat_norm = models.CharField(max_length=8, blank=True)
+    threat_epsilon = models.FloatField(null=True, blank=True)
 
     clean_accuracy = models.FloatField(null=True, blank=True)
     clean_low = models.FloatField(null=True, blank=True)
@@ -111,6 +130,10 @@ class Network(models.Model):
     universal_accuracy = models.FloatField(null=True, blank=True)
     universal_low = models.FloatField(null=True, blank=True)
     universal_high = models.FloatField(null=True, blank=True)
+    # On universal perturbations fitted on this network (its own, not the control's).
+    universal_own_accuracy = models.FloatField(null=True, blank=True)
+    universal_own_low = models.FloatField(null=True, blank=True)
+    universal_own_high = models.FloatField(null=True, blank=True)
     whitebox_accuracy = models.FloatField(null=True, blank=True)
     whitebox_low = models.FloatField(null=True, blank=True)
     whitebox_high = models.FloatField(null=True, blank=True)

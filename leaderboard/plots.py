@@ -83,8 +83,54 @@ def matrix_labels(networks: Sequence[dict[str, Any]], ladder: Sequence[int]) -> 
     return labels
 
 
+# The matrix heatmap on a small screen: every cell wide enough for its accuracy (when
+# written in the cells) and every label shown, so the plot scrolls sideways in its box
+# instead of shrinking. Label widths are estimated from their length at FONT's size.
+MATRIX_CELL_PX = (40, 26)  # width, height of a cell with its accuracy written in it
+MATRIX_CELL_MIN_PX = 8  # a bigger matrix writes nothing in its cells
+LABEL_CHAR_PX = 7.0
+MATRIX_COLORBAR_PX = 90
+
+
+def _label_px(labels: Sequence[str]) -> int:
+    return int(LABEL_CHAR_PX * max((len(str(x)) for x in labels), default=0)) + 30
+
+
+def matrix_size(labels: Sequence[str]) -> tuple[int, int]:
+    """(minimum width, height) of the heatmap in CSS pixels for these axis labels."""
+    n = len(labels)
+    if not n:
+        return 0, 420
+    text = n <= TEXT_IN_CELLS_MAX
+    cell_w = MATRIX_CELL_PX[0] if text else MATRIX_CELL_MIN_PX
+    cell_h = MATRIX_CELL_PX[1] if text else 18
+    label = _label_px(labels)
+    width = label + MATRIX_COLORBAR_PX + cell_w * n
+    # The column labels are drawn at 45 degrees: about 0.75 of their length in height.
+    height = max(420, min(1600, int(0.75 * label) + 80 + cell_h * n))
+    return width, height
+
+
+def matrix_min_width(networks: Sequence[dict[str, Any]], ladder: Sequence[int]) -> int:
+    return matrix_size(matrix_labels(networks, ladder))[0]
+
+
+# {a}: the row network, {b}: the column network, {ab}: a on b's images, {ba}: b on a's.
+PAIR_HOVER = {
+    "pair": "<b>{a}</b> on <b>{b}</b>'s adversarial images: {ab}<br><b>{b}</b> on <b>{a}</b>'s adversarial images: {ba}",
+    "diagonal": "<b>{a}</b> on its own adversarial images: {ab}<br>(white-box accuracy, the diagonal)",
+}
+
+
 def matrix_figure(matrix: dict[str, Any], ladder: Sequence[int]) -> Any:
-    """The cross-attack matrix: M[a][b] = accuracy of a (row) on adv(b) (column)."""
+    """The cross-attack matrix: M[a][b] = accuracy of a (row) on adv(b) (column).
+
+    Hover: off the diagonal both directions of the pair, each saying whose network on
+    whose adversarial images; on the diagonal one line, the white-box accuracy. Plotly
+    has no per-cell hovertemplate for heatmaps, so the wording travels once in the trace's
+    `meta` (PAIR_HOVER) and site.js writes each cell's hover text in the browser; the
+    page does not carry n² strings. `hovertemplate` is the fallback (off-diagonal form).
+    """
     import plotly.graph_objects as go
 
     M = np.asarray(matrix["matrix"], dtype=np.float64)
@@ -101,22 +147,25 @@ def matrix_figure(matrix: dict[str, Any], ladder: Sequence[int]) -> Any:
             zmax=1,
             colorbar={"title": {"text": "accuracy"}, "tickformat": ".0%", "thickness": 12},
             hovertemplate=(
-                "<b>%{y}</b> on the attack of <b>%{x}</b>: %{z:.1%}<br>"
-                "<b>%{x}</b> on the attack of <b>%{y}</b>: %{customdata:.1%}<extra></extra>"
+                "<b>%{y}</b> on <b>%{x}</b>'s adversarial images: %{z:.1%}<br>"
+                "<b>%{x}</b> on <b>%{y}</b>'s adversarial images: %{customdata:.1%}<extra></extra>"
             ),
+            meta={"pair_hover": PAIR_HOVER},
             xgap=1 if n <= 40 else 0,
             ygap=1 if n <= 40 else 0,
         )
     )
     if 0 < n <= TEXT_IN_CELLS_MAX:
         fig.update_traces(texttemplate="%{z:.0%}", textfont={"size": 10})
+    # Every label, whatever the width (Plotly would thin them out on a phone).
+    every = {"tickmode": "array", "tickvals": labels, "ticktext": labels, "automargin": True}
     fig.update_layout(
         font=FONT,
-        height=max(420, min(1400, 160 + 18 * n)),
-        margin={"l": 140, "r": 20, "t": 20, "b": 140},
-        xaxis={"title": {"text": "whose attack (adversarial images of …)"}, "type": "category",
-               "tickangle": -45, "side": "bottom"},
-        yaxis={"title": {"text": "network evaluated"}, "type": "category", "autorange": "reversed"},
+        height=matrix_size(labels)[1],
+        margin={"l": 20, "r": 20, "t": 20, "b": 20},
+        xaxis={"title": {"text": "adversarial images of … (whose attack)"}, "type": "category",
+               "tickangle": -45, "side": "bottom", **every},
+        yaxis={"title": {"text": "network evaluated"}, "type": "category", "autorange": "reversed", **every},
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
     )

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Case, F, JSONField, Q, QuerySet, Value, When
 from django.http import Http404
 
@@ -21,6 +21,7 @@ from evaluator.engine import metrics
 from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
 from evaluator.services import storage
 from evaluator.services.ranking import matrix_gather
+from leaderboard.model_cards import card_dict
 from leaderboard.models import Benchmark, Network
 
 S = Network.Status
@@ -80,51 +81,30 @@ def _board_key(pk: int, status: str, level: int | None, robust: float | None, sc
 
 
 def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
-    """Every row of the leaderboard in order (the API)."""
-    qs = _board_queryset(user=user, benchmark=benchmark).select_related("owner")
-    if kind == "references":
-        qs = qs.filter(is_reference=True)
-    elif kind == "uploads":
-        qs = qs.filter(is_reference=False)
-    return sorted(qs, key=lambda n: _board_key(n.pk, n.status, n.level, n.robust_accuracy, n.score))
+    """Every row of the leaderboard in order; filters and sort: leaderboard.filters."""
+    from leaderboard import filters  # builds on this module's helpers
+
+    chosen = filters.BoardFilters(kind=kind if kind in filters.KINDS else "all")
+    return [n for n, _rank in filters.board_networks(user=user, benchmark=benchmark, filters=chosen)]
 
 
 @dataclass(frozen=True)
 class BoardPage:
     rows: list[dict[str, Any]]  # {"network": Network, "rank": int | None, "ranked": bool}
-    page: Page  # of (pk, rank, ranked) entries
+    page: Page  # of leaderboard.filters.Entry
     counts: dict[str, int]  # references / uploads among all visible networks
 
 
 def leaderboard_page(
     *, user: User, benchmark: Benchmark, kind: str = "all", page: str | int | None = None, per_page: int = 100
 ) -> BoardPage:
-    """One page of the leaderboard (the page view).
+    """One page of the leaderboard; ranks count every network, whatever the filter
+    (leaderboard.filters.board_page, which the page view calls with every filter)."""
+    from leaderboard import filters
 
-    Order and ranks (counted over all networks, whatever the filter) come from four
-    columns of every visible network; full rows are read only for the page shown:
-    at 1,000 networks building every model instance cost more than the query.
-    """
-    light = sorted(
-        _board_queryset(user=user, benchmark=benchmark).values_list(
-            "pk", "status", "level", "robust_accuracy", "score", "is_reference"
-        ),
-        key=lambda row: _board_key(*row[:5]),
-    )
-    entries, rank = [], 0
-    for pk, status, level, _robust, _score, is_reference in light:
-        ranked = _ranked(status, level)
-        rank += ranked
-        if kind == "all" or (kind == "references") == is_reference:
-            entries.append((pk, rank if ranked else None, ranked))
-    shown = Paginator(entries, per_page).get_page(page)
-    full = Network.objects.select_related("owner").in_bulk([pk for pk, _, _ in shown.object_list])
-    references = sum(1 for row in light if row[5])
-    return BoardPage(
-        rows=[{"network": full[pk], "rank": r, "ranked": ok} for pk, r, ok in shown.object_list if pk in full],
-        page=shown,
-        counts={"references": references, "uploads": len(light) - references},
-    )
+    chosen = filters.BoardFilters(kind=kind if kind in filters.KINDS else "all")
+    found = filters.board_page(user=user, benchmark=benchmark, filters=chosen, page=page, per_page=per_page)
+    return BoardPage(rows=found.rows, page=found.page, counts=found.board.counts)
 
 
 def network_row(network: Network) -> dict[str, Any]:
@@ -144,6 +124,7 @@ def network_row(network: Network) -> dict[str, Any]:
         "status": network.status,
         "clean_accuracy": acc("clean"),
         "universal_accuracy": acc("universal"),
+        "universal_own_accuracy": acc("universal_own"),
         "universal_robustness": network.universal_robustness,
         "universal_tier": network.universal_tier,
         "whitebox_accuracy": acc("whitebox"),
@@ -155,6 +136,9 @@ def network_row(network: Network) -> dict[str, Any]:
         "flags": list(network.flags or []),
         "is_public": network.is_public,
         "progress": network.progress,
+        "owner": network.owner.get_username() if network.owner_id and not network.is_reference else None,
+        # What the uploader claims (leaderboard.model_cards); the free text is in the detail.
+        "model_card": card_dict(network),
     }
 
 
@@ -198,12 +182,22 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
             "position": position, "reference": ref,
             "ours": revised.acc_a, "theirs": revised.acc_b, "ours_correct": revised.a_correct,
             "theirs_correct": revised.b_correct, "images": revised.images, "difference": revised.difference,
+            # McNemar's discordant counts, and the Bradley-Terry wins/losses of the score.
+            "ours_only": revised.a_only, "theirs_only": revised.b_only,
             "wins": revised.a_wins, "tie": revised.tie, "p_value": revised.p_value,
             "significant": revised.significant, "deciding": deciding,
             "charter": {"ours": charter.acc_a, "theirs": charter.acc_b, "difference": charter.difference,
                         "wins": charter.a_wins, "p_value": charter.p_value, "significant": charter.significant},
         })
     return out
+
+
+def pairwise_rows(*, network: Network) -> list[dict[str, Any]]:
+    """reference_comparisons as plain data (the API detail and the results export)."""
+    return [
+        {k: (v.name if k == "reference" else v) for k, v in c.items()} | {"reference_id": c["reference"].pk}
+        for c in reference_comparisons(network=network)
+    ]
 
 
 def network_api_detail(*, network: Network, user: User) -> dict[str, Any]:
@@ -221,11 +215,7 @@ def network_api_detail(*, network: Network, user: User) -> dict[str, Any]:
             # One plain sentence per flag: why the level is not trusted.
             "flag_notes": dict(network.flag_notes or {}),
             "confusion_matrices": network_page_confusions(network=network, user=user),
-            "pairwise": [
-                {k: (v.name if k == "reference" else v) for k, v in c.items()}
-                | {"reference_id": c["reference"].pk}
-                for c in reference_comparisons(network=network)
-            ],
+            "pairwise": pairwise_rows(network=network),
             "created_at": network.created_at.isoformat(),
             "ranked_at": network.ranked_at.isoformat() if network.ranked_at else None,
         }

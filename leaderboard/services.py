@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.auth.models import AbstractBaseUser
-from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
-from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
-from evaluator.services import storage
+from evaluator.services import lifecycle, storage
+from evaluator.services.lifecycle import DELETED_UPLOAD_MARK
+from leaderboard import model_cards
+from leaderboard.model_cards import ModelCard
 from leaderboard.models import ApiToken, Benchmark, Network
 
 # A local file header, or the end-of-central-directory record of an empty zip (which the
@@ -24,9 +26,6 @@ ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 GZIP_MAGIC = b"\x1f\x8b"
 # Accepted file name endings and the format each one announces.
 EXTENSIONS = {".zip": "zip", ".tar.gz": "tar.gz", ".tgz": "tar.gz"}
-# Marks the admin log entry written when a young upload is deleted: it still counts
-# toward the owner's hourly upload limit (deleting must not reset the limit).
-DELETED_UPLOAD_MARK = "deleted upload (counts toward the upload rate limit)"
 NAME_MAX = 100
 DESCRIPTION_MAX = 5000
 CHUNK = 1024 * 1024
@@ -34,6 +33,16 @@ CHUNK = 1024 * 1024
 
 class UploadError(ValueError):
     """The upload request is unacceptable; the message is shown to the user."""
+
+
+class DuplicateUpload(UploadError):
+    """The same archive is already a live network of the benchmark: `existing`."""
+
+    def __init__(self, existing: Network) -> None:
+        from leaderboard.duplicates import duplicate_reason
+
+        super().__init__(duplicate_reason(existing))
+        self.existing = existing
 
 
 def _archive_suffix(head: bytes) -> str:
@@ -93,10 +102,12 @@ def upload_rate_check(*, owner: AbstractBaseUser | None) -> None:
         )
 
 
-def _copy_capped(source: BinaryIO, target: Path) -> int:
-    """Stream to disk, stopping at the size cap (never trust a declared size)."""
+def _copy_capped(source: BinaryIO, target: Path) -> tuple[int, str]:
+    """Stream to disk, stopping at the size cap (never trust a declared size); the
+    number of bytes and their sha256 (duplicate uploads, leaderboard.duplicates)."""
     limit = settings.MAX_UPLOAD_BYTES
     written = 0
+    digest = hashlib.sha256()
     with open(target, "wb") as out:
         while chunk := source.read(CHUNK):
             written += len(chunk)
@@ -105,7 +116,8 @@ def _copy_capped(source: BinaryIO, target: Path) -> int:
                 target.unlink(missing_ok=True)
                 raise UploadError(f"the archive is larger than the {limit // (1024 * 1024)} MB limit")
             out.write(chunk)
-    return written
+            digest.update(chunk)
+    return written, digest.hexdigest()
 
 
 def network_upload(
@@ -118,15 +130,17 @@ def network_upload(
     is_public: bool = True,
     enqueue: bool = True,
     filename: str | None = None,
+    card: ModelCard | None = None,
+    allow_duplicate: bool = False,
 ) -> Network:
     """Store an uploaded archive under a server-generated name and queue the pipeline.
 
     enqueue=False leaves the pipeline to the caller (the `rank` command runs it
     in-process). filename: the client's name for the file (web uploads), checked for
-    an accepted extension; never used to name anything on disk.
+    an accepted extension; never used to name anything on disk. card: the model card
+    (leaderboard.model_cards, already checked). Raises DuplicateUpload when the same
+    bytes are already a live network the owner may see, unless allow_duplicate.
     """
-    from evaluator.tasks import pipeline_enqueue
-
     name = _clean_text(name, field="name", limit=NAME_MAX, required=True)
     description = _clean_text(description, field="description", limit=DESCRIPTION_MAX, required=False)
     upload_rate_check(owner=owner)
@@ -141,17 +155,34 @@ def network_upload(
     _extension_check(filename, suffix)
     archive.seek(0)
     with transaction.atomic():
-        network = Network.objects.create(
+        network = Network(
             benchmark=benchmark, owner=owner, name=name, description=description,
-            is_public=is_public, stage="queued",
+            is_public=is_public, stage="queued", allow_duplicate=allow_duplicate,
         )
+        model_cards.card_apply(network, card or model_cards.ModelCard())
+        network.save()
         target = storage.network_dir(network.pk) / f"upload.{suffix}"
-        network.archive_bytes = _copy_capped(archive, target)
+        network.archive_bytes, network.archive_sha256 = _copy_capped(archive, target)
+        if not allow_duplicate:
+            _duplicate_check(network, owner)
         network.archive = storage.relative(target)
-        network.save(update_fields=["archive", "archive_bytes"])
+        network.save(update_fields=["archive", "archive_bytes", "archive_sha256"])
         if enqueue:
-            pipeline_enqueue(network)
+            lifecycle.pipeline_enqueue(network)
     return network
+
+
+def _duplicate_check(network: Network, owner: AbstractBaseUser | None) -> None:
+    """Raise DuplicateUpload (which rolls back the new row; its folder is removed here)."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from leaderboard.duplicates import network_find_duplicate
+
+    existing = network_find_duplicate(benchmark=network.benchmark, archive_sha256=network.archive_sha256,
+                                      user=owner or AnonymousUser(), exclude_pk=network.pk)
+    if existing is not None:
+        shutil.rmtree(storage.media_path(f"networks/{network.pk}"), ignore_errors=True)
+        raise DuplicateUpload(existing)
 
 
 def network_register_path(
@@ -161,8 +192,12 @@ def network_register_path(
     name: str,
     owner: AbstractBaseUser | None = None,
     enqueue: bool = True,
+    allow_duplicate: bool = True,
 ) -> Network:
-    """The `rank` command: a SavedModel folder is zipped, an archive is taken as is."""
+    """The `rank` command: a SavedModel folder is zipped, an archive is taken as is.
+
+    An operator tool that re-ranks a folder on purpose (determinism checks, the
+    benches), so duplicates are allowed unless asked otherwise."""
     import tempfile
     import zipfile
 
@@ -175,91 +210,22 @@ def network_register_path(
                         zf.write(item, Path("model") / item.relative_to(path))
             tmp.seek(0)
             return network_upload(
-                benchmark=benchmark, owner=owner, name=name, archive=tmp, enqueue=enqueue
+                benchmark=benchmark, owner=owner, name=name, archive=tmp, enqueue=enqueue,
+                allow_duplicate=allow_duplicate,
             )
     if not path.is_file():
         raise UploadError(f"{path} is neither a SavedModel folder nor an archive")
     with open(path, "rb") as fh:
         return network_upload(
-            benchmark=benchmark, owner=owner, name=name, archive=fh, enqueue=enqueue
+            benchmark=benchmark, owner=owner, name=name, archive=fh, enqueue=enqueue,
+            allow_duplicate=allow_duplicate,
         )
-
-
-def network_delete(*, network: Network) -> None:
-    """Remove a network, its files, and its row and column of the matrix; re-rank."""
-    from evaluator.tasks import enqueue_on_commit, rank_benchmark
-
-    benchmark_id, pk = network.benchmark_id, network.pk
-    with transaction.atomic():
-        if network.owner_id and not network.is_reference and network.created_at >= timezone.now() - timedelta(hours=1):
-            LogEntry.objects.create(
-                user_id=network.owner_id, content_type=ContentType.objects.get_for_model(Network),
-                object_id=str(pk), object_repr=network.name[:200], action_flag=DELETION,
-                change_message=DELETED_UPLOAD_MARK,
-            )
-        network.delete()
-        enqueue_on_commit(rank_benchmark, benchmark_id)
-    shutil.rmtree(storage.media_path(f"networks/{pk}"), ignore_errors=True)
 
 
 def network_set_public(*, network: Network, is_public: bool) -> Network:
     network.is_public = is_public
     network.save(update_fields=["is_public", "updated_at"])
     return network
-
-
-def network_rerun(*, network: Network) -> Network:
-    """Forget every result touching this network and run its pipeline again."""
-    from evaluator.tasks import pipeline_enqueue
-
-    with transaction.atomic():
-        Evaluation.objects.filter(network=network).delete()
-        Evaluation.objects.filter(source=network).delete()
-        AdversarialDataset.objects.filter(network=network).delete()
-        AuditResult.objects.filter(network=network).delete()
-        Job.objects.filter(network=network, state__in=[Job.State.QUEUED, Job.State.RUNNING]).update(
-            state=Job.State.CANCELLED, finished_at=timezone.now()
-        )
-        network.status = Network.Status.QUEUED
-        network.progress = 0
-        network.stage = "queued for rerun"
-        network.reason = ""
-        network.info = {}
-        network.flags = []
-        network.level = network.score = network.deciding_rung = None
-        network.robust_accuracy = network.robust_low = network.robust_high = None
-        network.audit_curve, network.flag_notes = [], {}
-        network.save()
-        pipeline_enqueue(network)
-    return network
-
-
-def benchmark_rerun_all(*, benchmark: Benchmark) -> int:
-    networks = list(Network.objects.filter(benchmark=benchmark).exclude(archive=""))
-    for network in networks:
-        network_rerun(network=network)
-    return len(networks)
-
-
-def ranking_recompute(*, benchmark: Benchmark) -> None:
-    from evaluator.tasks import enqueue_on_commit, rank_benchmark
-
-    enqueue_on_commit(rank_benchmark, benchmark.pk)
-
-
-def job_cancel(*, job: Job) -> Job:
-    """Cancel a queued or running job; a running one's child is killed at its next
-    progress report (evaluator.services.jobs), within about a second."""
-    if job.state in (Job.State.QUEUED, Job.State.RUNNING):
-        job.state = Job.State.CANCELLED
-        job.finished_at = timezone.now()
-        job.append_log("cancelled by an administrator")
-        job.save()
-        if job.network_id:
-            Network.objects.filter(pk=job.network_id).exclude(
-                status__in=[Network.Status.RANKED, Network.Status.REJECTED]
-            ).update(status=Network.Status.FAILED, reason="cancelled by an administrator")
-    return job
 
 
 def token_create(*, user: AbstractBaseUser, label: str = "") -> ApiToken:

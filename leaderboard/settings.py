@@ -126,11 +126,17 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
-    # Plotly's JavaScript comes from the installed plotly package: no CDN, no copy.
-    "leaderboard.vendor.PlotlyFinder",
 ]
 STATIC_ROOT = envpath("STATIC_ROOT", VAR_DIR / "staticfiles")
-# The run command serves static files itself (whitenoise), no extra server needed.
+# The run command collects the static files (collectstatic) and serves them itself
+# (whitenoise), no extra server needed. Compressed (gzip) and fingerprinted names
+# (css/site.<hash>.css): whitenoise serves those with a ten-year, immutable cache, and
+# a changed file gets a new name. Plotly is the cartesian bundle (heatmaps included,
+# a third of the full one) vendored under static/vendor/ (see static/vendor/README.md).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 WHITENOISE_USE_FINDERS = True
 
 MEDIA_ROOT = envpath("MEDIA_ROOT", VAR_DIR / "media")
@@ -174,13 +180,9 @@ else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", str(4 * 3600))
     }
-CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "False")
-CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", "3300")
-CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", "3600")
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
@@ -201,6 +203,12 @@ SANDBOX_SPARES_AHEAD = envint("SANDBOX_SPARES_AHEAD", "2")
 # them without it: development only, announced loudly at start-up.
 SANDBOX_ISOLATION = envbool("SANDBOX_ISOLATION", "on")
 JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", "3")
+# Celery's limits on one task, enforced by the prefork pool the worker runs (one
+# process): above every attempt of the longest job, so they stop only a task that
+# no job limit stops. At the soft limit a network's task hands over to a fresh one
+# (evaluator.tasks: the pipeline resumes from what is stored); the hard limit kills it.
+CELERY_TASK_SOFT_TIME_LIMIT = envint("CELERY_TASK_SOFT_TIME_LIMIT", str(JOB_MAX_ATTEMPTS * SANDBOX_TIMEOUT_S + 600))
+CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", str(CELERY_TASK_SOFT_TIME_LIMIT + 300))
 # A stored network evaluated on a newer network's set may take this many times its own
 # measured pass over the eval split, plus the margin (TensorFlow import and model load).
 PEER_TIMEOUT_FACTOR = envfloat("PEER_TIMEOUT_FACTOR", "10")

@@ -90,6 +90,28 @@ def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.SANDBOX_SPARE = False
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _collected_static(_session_var_dir, tmp_path_factory: pytest.TempPathFactory):
+    """Static files as production serves them: collected, fingerprinted and compressed
+    (STORAGES["staticfiles"] is a manifest storage, so pages name css/site.<hash>.css,
+    which exists only after collectstatic; about a second). The browser tests' live
+    server hands /static/ to whitenoise, as `manage.py run` does, instead of Django's
+    finder-based handler, which knows no fingerprinted name."""
+    from django.conf import settings
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.contrib.staticfiles.storage import staticfiles_storage
+    from django.core.management import call_command
+    from django.utils.functional import empty
+
+    settings.STATIC_ROOT = tmp_path_factory.mktemp("static")
+    staticfiles_storage._wrapped = empty  # built for the new STATIC_ROOT on first use
+    call_command("collectstatic", interactive=False, verbosity=0)
+    patch = pytest.MonkeyPatch()
+    patch.setattr(StaticFilesHandler, "_should_handle", lambda self, path: False)
+    yield
+    patch.undo()
+
+
 def _order_flushing_tests_last(items: list[pytest.Item]) -> None:
     """Tests that flush the database (transactional_db, live_server) run last, so the
     session's mini benchmark is not wiped before the tests that read it."""
@@ -176,6 +198,15 @@ def world(db, monkeypatch, settings):
     # Four accounts per test: the production hasher would cost seconds each time.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Nothing may reach a broker from these tests.
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: None)
-    monkeypatch.setattr("evaluator.tasks._send", lambda task, *args: None)
+    monkeypatch.setattr("evaluator.services.lifecycle._send", lambda name, *args: None)
     return fake_world()
+
+
+@pytest.fixture
+def queued(monkeypatch) -> list[tuple[str, tuple]]:
+    """Tasks queued through evaluator.services.lifecycle, as (task's short name, args);
+    nothing reaches a broker."""
+    calls: list[tuple[str, tuple]] = []
+    monkeypatch.setattr("evaluator.services.lifecycle._send",
+                        lambda name, *args: calls.append((name.rsplit(".", 1)[-1], args)))
+    return calls

@@ -8,6 +8,7 @@ storage helpers), so pages, API and ranking read realistic data.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
@@ -142,19 +143,23 @@ def fake_suite(*, references: int = 4, uploads: int = 0, name: str = "mnist-5k",
 
 
 def stub_zip() -> bytes:
-    """A .zip whose bytes pass the upload checks (the pipeline would reject it later)."""
+    """A .zip whose bytes pass the upload checks (the pipeline would reject it later).
+    Distinct at every call: the same bytes uploaded twice are a duplicate (issue 14)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("model/saved_model.pb", b"not really a graph")
+        zf.writestr("model/assets/nonce.txt", os.urandom(8).hex())
     return buf.getvalue()
 
 
 def stub_targz() -> bytes:
     buf = io.BytesIO()
+    nonce = os.urandom(8).hex().encode()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        info = tarfile.TarInfo("model/saved_model.pb")
-        info.size = 3
-        tf.addfile(info, io.BytesIO(b"abc"))
+        for name, data in (("model/saved_model.pb", b"abc"), ("model/assets/nonce.txt", nonce)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 

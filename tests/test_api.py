@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -23,9 +24,11 @@ ROW_KEYS = {"id", "name", "level", "score", "status", "clean_accuracy", "univers
 
 
 def _zip_bytes() -> bytes:
+    """A distinct archive at every call: the same bytes twice are a duplicate (409)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("model/saved_model.pb", b"not really a graph")
+        zf.writestr("model/assets/nonce.txt", os.urandom(8).hex())
     return buf.getvalue()
 
 
@@ -105,10 +108,8 @@ def test_upload_requires_valid_token(client, alice) -> None:
     assert resp.status_code == 401
 
 
-def test_upload_accepted_returns_202_and_queues(client, alice, django_capture_on_commit_callbacks, monkeypatch) -> None:
+def test_upload_accepted_returns_202_and_queues(client, alice, django_capture_on_commit_callbacks, queued) -> None:
     fake_suite(references=2)
-    queued: list[int] = []
-    monkeypatch.setattr("evaluator.tasks.evaluate_network.delay", lambda pk: queued.append(pk))
     with django_capture_on_commit_callbacks(execute=True):
         resp = client.post("/api/networks", {"file": io.BytesIO(_zip_bytes()), "name": "mine",
                                              "description": "<b>hi</b>"}, **_auth(alice))
@@ -117,7 +118,7 @@ def test_upload_accepted_returns_202_and_queues(client, alice, django_capture_on
     net = Network.objects.get(pk=body["id"])
     assert body["status"] == "queued" and body["url"].endswith(f"/api/networks/{net.pk}")
     assert net.owner == alice and net.archive.endswith("upload.zip")
-    assert queued == [net.pk]
+    assert queued == [("network_evaluate", (net.pk,))]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_upload_over_size_cap_is_413(client, alice, settings) -> None:
 def test_upload_rate_limit(client, alice, settings, monkeypatch) -> None:
     fake_suite(references=2)
     settings.UPLOADS_PER_HOUR = 2
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: None)
+    monkeypatch.setattr("evaluator.services.lifecycle._send", lambda name, *args: None)
     headers = _auth(alice)
     codes = [client.post("/api/networks", {"file": io.BytesIO(_zip_bytes()), "name": f"n{i}"},
                          **headers).status_code for i in range(3)]
@@ -165,7 +166,7 @@ def test_delete_own_network_only(client, alice, bob, monkeypatch) -> None:
     suite = fake_suite(references=2)
     mine = fake_network(suite.benchmark, suite.labels, name="mine", strength=0.5, owner=alice,
                         peers=suite.references, seed=3)
-    monkeypatch.setattr("evaluator.tasks.rank_benchmark.delay", lambda pk: None)
+    monkeypatch.setattr("evaluator.services.lifecycle._send", lambda name, *args: None)
     assert client.delete(f"/api/networks/{mine.pk}", **_auth(bob)).status_code == 403
     assert client.delete(f"/api/networks/{mine.pk}", **_auth(alice)).status_code == 200
     assert not Network.objects.filter(pk=mine.pk).exists()

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 from django.contrib.auth.models import User
 
+from leaderboard.gallery import GALLERY_SIZE
 from leaderboard.models import Network
 from tests.conftest import need
 from tests.fakes import fake_suite
@@ -166,13 +167,13 @@ def test_network_page_heatmaps_and_gallery(session) -> None:
     )
     # Gallery images load (lazy: scroll them into view).
     gallery = page.locator(".gallery img")
-    assert gallery.count() == 24
+    assert gallery.count() == 3 * GALLERY_SIZE
     for i in range(gallery.count()):
         gallery.nth(i).scroll_into_view_if_needed()
     page.wait_for_function(
         "Array.from(document.querySelectorAll('.gallery img')).every(i => i.complete && i.naturalWidth > 0)"
     )
-    assert len(images) == 24
+    assert len(images) == 3 * GALLERY_SIZE
     assert all(status == 200 and ctype == "image/png" for status, ctype in images.values()), images
     page.evaluate("window.scrollTo(0, 0)")
     session.shoot("network")
@@ -263,3 +264,24 @@ def test_phone_width_has_no_horizontal_page_scroll(session) -> None:
         session.page.wait_for_timeout(200)
         overflow = session.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, (path, overflow)
+
+
+def test_benchmark_generalisation_section_draws_its_plots(session) -> None:
+    """Issue 15, part 3: two built-in ladders compared, both Plotly figures drawn, nothing
+    loaded from outside, no console error (the session fixture checks the last two)."""
+    from tests.test_generalisation import ORDER_DIGITS, ORDER_MNIST, fake_builtin
+
+    fake_builtin("mnist-5k", ORDER_MNIST)
+    fake_builtin("digits-8x8", ORDER_DIGITS)
+    session.go("/benchmark/#generalisation")
+    page = session.page
+    page.wait_for_selector("#plot-generalisation-ladders svg.main-svg", state="attached")
+    assert page.locator("#plot-generalisation-ladders .scatterlayer .trace").count() == len(ORDER_MNIST)
+    _wait_plot(page, "#plot-generalisation-tau")
+    assert page.locator("table.generalisation tbody tr").count() == len(ORDER_MNIST)
+    assert "mnist-5k against digits-8x8" in page.locator("#generalisation").inner_text()
+    page.locator("#generalisation").scroll_into_view_if_needed()
+    session.shoot("benchmark-generalisation")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1

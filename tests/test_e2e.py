@@ -138,9 +138,10 @@ def test_ten_concurrent_uploads_all_ranked_matrix_complete(which, request, tiny_
     while len(d.workers) < 2:
         d.start_worker()
     token = _token(d, f"crowd-{which[:6]}")
-    archive = zip_folder(tiny_cnn_dir)
+    # Ten different models (the same one ten times would be answered as a duplicate).
+    archives = [zip_folder(tiny_cnn_dir) for _ in range(10)]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        replies = list(pool.map(lambda i: d.upload(token, archive, f"crowd-{i}", benchmark="mini"), range(10)))
+        replies = list(pool.map(lambda i: d.upload(token, archives[i], f"crowd-{i}", benchmark="mini"), range(10)))
     assert all(status == 202 for status, _ in replies), replies
     ids = [body["id"] for _, body in replies]
     for network_id in ids:

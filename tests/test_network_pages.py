@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from PIL import Image
 
 from evaluator.services import storage
-from leaderboard import selectors
+from leaderboard import gallery, selectors
 from leaderboard.models import Network
 from tests.fakes import fake_suite, stub_zip
 
@@ -65,16 +65,19 @@ def test_network_page_explains_level_and_shows_plots_and_gallery(client) -> None
     for c in comparisons:
         assert c["images"] == 2 * len(suite.labels)
         assert f"{c['ours_correct']}/{c['images']}" in table and f"{c['theirs_correct']}/{c['images']}" in table
-        assert f"{c['charter']['ours'] * 100:.1f}% vs {c['charter']['theirs'] * 100:.1f}%" in table
+        # Two columns, each saying whose network on whose adversarial images.
+        assert f">{c['charter']['ours'] * 100:.1f}%</td>" in table and f">{c['charter']['theirs'] * 100:.1f}%, " in table
+    assert f"{net.name}</span> on the reference's adversarial images" in table
+    assert f"The reference on <span class=\"th-name\">{net.name}'s</span> adversarial images" in table
     note = html.split("</table>")[1]
     assert "no longer decides the level" in note and "two different image sets" in note
     # Heatmaps: clean, universal, own attack and a select for the others.
     for key in ("clean", "universal", "own", "other"):
         assert f'id="fig-{key}"' in html
     assert 'id="other-attack"' in html and html.count("<option value=") >= 4
-    assert "/static/vendor/plotly.min.js" in html
+    assert re.search(r"/static/vendor/plotly-cartesian\.min\.[0-9a-f]{12}\.js", html)  # fingerprinted
     # Gallery of 8 triples.
-    assert len(re.findall(rf"/networks/{net.pk}/gallery/\d+\.png\?part=original", html)) == 8
+    assert len(re.findall(rf"/networks/{net.pk}/gallery/\d+\.png\?part=original", html)) == gallery.GALLERY_SIZE
     assert "target <strong>" in html and "predicted <strong" in html
     # Badge with its Markdown snippet.
     assert f"/networks/{net.pk}/badge.svg" in html and "[![robustness](http://testserver/networks/" in html
@@ -228,7 +231,8 @@ def test_delete_by_owner_with_confirmation(client, alice, bob, django_capture_on
     confirm = _text(client.get(url))
     assert "cannot be undone" in confirm and 'id="confirm-delete"' in confirm
     ranked = []
-    monkeypatch.setattr("evaluator.tasks.rank_benchmark.delay", lambda pk: ranked.append(pk))
+    monkeypatch.setattr("evaluator.services.lifecycle._send",
+                        lambda name, pk: ranked.append(pk) if name.endswith("benchmark_rank") else None)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post(url)
     assert response.status_code == 302 and response["Location"] == "/accounts/profile/"
@@ -257,7 +261,7 @@ def test_upload_page_states_the_size_limit(client, alice, settings) -> None:
 def test_upload_junk_shows_inline_error(client, alice, monkeypatch) -> None:
     fake_suite(references=1)
     queued = []
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda n: queued.append(n.pk))
+    monkeypatch.setattr("evaluator.services.lifecycle.pipeline_enqueue", lambda n: queued.append(n.pk))
     client.force_login(alice)
     response = client.post("/networks/upload/", {"name": "junk", "description": "x",
                                                 "archive": _upload_file(b"hello, not an archive", "junk.zip")})
@@ -289,7 +293,7 @@ def test_upload_valid_archive_redirects_to_live_page(client, alice, monkeypatch,
                                                     django_capture_on_commit_callbacks) -> None:
     fake_suite(references=1)
     queued = []
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda n: queued.append(n.pk))
+    monkeypatch.setattr("evaluator.services.lifecycle.pipeline_enqueue", lambda n: queued.append(n.pk))
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/networks/upload/", {

@@ -146,8 +146,9 @@ def test_matrix_page(client) -> None:
     response = client.get("/matrix/")
     assert response.status_code == 200
     html = _text(response)
-    assert 'id="fig-matrix"' in html and "/static/vendor/plotly.min.js" in html
-    assert "on the attack of" in html and "customdata" in html
+    assert 'id="fig-matrix"' in html and re.search(r"/static/vendor/plotly-cartesian\.min\.[0-9a-f]{12}\.js", html)
+    assert "&#x27;s adversarial images" in html or "'s adversarial images" in html
+    assert "pair_hover" in html and "customdata" in html
     table = html.split('class="matrix"')[1].split("</table>")[0]
     for net in [*suite.references, *suite.uploads]:
         assert net.name in table
@@ -237,13 +238,22 @@ def test_level_explanations_state_the_revised_rule(client) -> None:
     board = _text(client.get("/"))
     assert "reaches at most level k − 1" in board and "computed against the rest of the ladder" not in board
     page = _text(client.get("/benchmark/"))
-    ladder_note = page.split("<h2>The ladder</h2>")[1].split("</p>")[0]
+    ladder_note = page.split("<h2>The ladder")[1].split("</p>")[0]
     assert "compared on the same images" in ladder_note and "reaches at most level k − 1" in ladder_note
     assert "drawn with a secret of this deployment" in page
 
 
 def test_plotly_is_served_from_our_static_files(client) -> None:
-    response = client.get("/static/vendor/plotly.min.js")
+    from django.templatetags.static import static
+
+    url = static("vendor/plotly-cartesian.min.js")
+    assert re.fullmatch(r"/static/vendor/plotly-cartesian\.min\.[0-9a-f]{12}\.js", url)
+    response = client.get(url, HTTP_ACCEPT_ENCODING="gzip")
     assert response.status_code == 200
-    head = b"".join(response.streaming_content)[:2000] if response.streaming else response.content[:2000]
-    assert b"plotly" in head.lower()
+    # Fingerprinted: cached for good, and sent compressed to a browser that asks for it.
+    assert "immutable" in response["Cache-Control"] and "max-age=315360000" in response["Cache-Control"]
+    assert response["Content-Encoding"] == "gzip"
+    import gzip
+
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert b"plotly" in gzip.decompress(body)[:2000].lower()

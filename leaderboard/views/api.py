@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from evaluator.services import storage
-from leaderboard import selectors, services
+from evaluator.services import lifecycle, storage
+from leaderboard import analysis_selectors, filters, model_cards, selectors, services
 from leaderboard.auth import request_user, token_user
 from leaderboard.models import Benchmark
 from leaderboard.uploads import upload_problem
@@ -37,10 +37,13 @@ def api_get(view):
 
 @api_get
 def leaderboard(request: HttpRequest) -> JsonResponse:
+    """The board with the page's parameters (q, kind, level_min, level_max, flag, owner,
+    sort, order: leaderboard.filters); a bad value is a 400 that names it."""
     bench = _benchmark(request)
-    user = request_user(request)
-    rows = [selectors.network_row(n) for n in selectors.leaderboard_networks(user=user, benchmark=bench)]
-    return JsonResponse({"benchmark": bench.name, "ladder": bench.ladder, "networks": rows})
+    chosen, errors = filters.filters_parse(request.GET)
+    if errors:
+        return JsonResponse({"error": "; ".join(errors.values()), "parameters": errors}, status=400)
+    return JsonResponse(filters.board_export(user=request_user(request), benchmark=bench, filters=chosen))
 
 
 def _csrf_failure(request: HttpRequest) -> JsonResponse | None:
@@ -68,12 +71,32 @@ def network_detail(request: HttpRequest, pk: int) -> JsonResponse:
             return failure
         if not selectors.can_manage(user=user, network=network):
             return _error("only the owner can delete this network", 403)
-        services.network_delete(network=network)
+        lifecycle.network_delete(network=network)
         return JsonResponse({"id": pk, "deleted": True})
     # Other networks' attacks only where the *viewer* may see them (not the network
     # owner's view, which would show the owner's private networks).
     data = selectors.network_api_detail(network=network, user=user)
+    data.update(analysis_selectors.network_api(network=network))  # issue 15: detection, vector space
     return JsonResponse(data)
+
+
+@api_get
+def benchmark_detail(request: HttpRequest, name: str) -> JsonResponse:
+    """A benchmark's settings and its analysis (issue 15): detection of every public
+    adversarial set by the GAN discriminator and the baseline, and the vector-space figures."""
+    try:
+        bench = selectors.benchmark_get(name)
+    except Http404:
+        return _error(f"no benchmark named {name!r}", 404)
+    return JsonResponse({
+        "benchmark": bench.name, "title": bench.title, "state": bench.state,
+        "shape": [bench.height, bench.width, bench.channels], "classes": bench.num_classes,
+        "train_size": bench.train_size, "eval_size": bench.eval_size,
+        "attack": {**bench.attack_config(), "universal_count": bench.universal_count,
+                   "universal_xi": bench.universal_xi},
+        "ladder": bench.ladder,
+        "analysis": analysis_selectors.benchmark_api(benchmark=bench),
+    })
 
 
 @api_get
@@ -98,15 +121,28 @@ def network_create(request: HttpRequest) -> JsonResponse:
     except Http404 as exc:  # a field of the upload, not the URL: bad input
         return _error(str(exc), 400)
     try:
+        card, description = model_cards.card_from_data(request.POST)
+    except model_cards.CardError as exc:
+        return JsonResponse({"error": str(exc), "field": exc.field}, status=400)
+    try:
         network = services.network_upload(
             benchmark=bench,
             owner=user,
             name=request.POST.get("name", ""),
-            description=request.POST.get("description", ""),
+            description=description,
             is_public=request.POST.get("public", "true").lower() not in ("0", "false", "no", "off"),
             archive=files[0],
             filename=files[0].name,
+            card=card,
         )
+    except services.DuplicateUpload as exc:
+        # 409: the same archive is already a network; here is where to find it.
+        existing = exc.existing
+        return JsonResponse({
+            "error": str(exc), "id": existing.pk, "status": existing.status,
+            "url": request.build_absolute_uri(reverse("api-network", args=[existing.pk])),
+            "page": request.build_absolute_uri(reverse("network", args=[existing.pk])),
+        }, status=409)
     except services.UploadError as exc:
         status = 429 if "limit reached" in str(exc) else 413 if "MB limit" in str(exc) else 400
         return _error(str(exc), status)

@@ -21,11 +21,14 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evaluator.models import AdversarialDataset
+from evaluator.services import lifecycle
 from leaderboard import badge as badges
 from leaderboard import gallery, plots, selectors, services
 from leaderboard.forms import UploadForm, size_limit_text
 from leaderboard.models import Benchmark, Network
 from leaderboard.uploads import upload_problem
+from leaderboard.views import analysis as analysis_context
+from leaderboard.views.cards import duplicate_html
 from leaderboard.views.context import (
     benchmark_names,
     ladder_size,
@@ -80,6 +83,15 @@ def _gallery_items(network: Network, adv: AdversarialDataset | None) -> list[dic
     return items
 
 
+def _gallery_summary(items: list[dict[str, Any]], adv: AdversarialDataset | None) -> dict[str, Any]:
+    """What the gallery's label says: a random sample, and how its hits compare with the
+    attack success over every eval image."""
+    hits = sum(1 for item in items if item["hit"])
+    return {"size": len(items), "hits": hits, "missed": len(items) - hits, "seed": gallery.GALLERY_SEED,
+            "total": adv.total if adv is not None else 0,
+            "success": adv.success_rate if adv is not None else None}
+
+
 def _gallery_image_allowed(request: HttpRequest, network: Network, adv: AdversarialDataset, index: int) -> bool:
     """SPEC §2 Secrecy: every image of the set to those who may download it (owner, staff);
     to everyone else only the sample the network page shows, so the route cannot be
@@ -123,12 +135,12 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
                                                         user=request.user)
     class_names = list(bench.class_names or []) or [str(i) for i in range(bench.num_classes)]
     figures = {}
-    for key, title in (("clean", "clean images"), ("universal", "universal perturbations"),
-                       ("own", "its own attack (white-box)")):
+    for key, title in (("clean", "on clean images"), ("universal", "on the universal adversarial images"),
+                       ("own", "on its own adversarial images (white-box)")):
         if confusions.get(key) is not None:
             figures[key] = _confusion_json(confusions[key], class_names, title)
     if others:
-        figures["other"] = _confusion_json(others[0]["confusion"], class_names, f"attack of {others[0]['name']}")
+        figures["other"] = _confusion_json(others[0]["confusion"], class_names, f"on {others[0]['name']}'s adversarial images")
     wins = sum(1 for c in comparisons if c.get("wins") is True)
     losses = sum(1 for c in comparisons if c.get("wins") is False)
     badge_url = request.build_absolute_uri(reverse("network-badge", args=[network.pk]))
@@ -148,7 +160,8 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "figures": figures,
         "others": [{"id": o["id"], "name": o["name"]} for o in others],
         "class_names": class_names,
-        "gallery": _gallery_items(network, adv),
+        "gallery": (items := _gallery_items(network, adv)),
+        "gallery_summary": _gallery_summary(items, adv),
         "badge_markdown": f"[![robustness]({badge_url})]({page_url})",
         "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
         "running": network.is_running,
@@ -157,6 +170,7 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "image_w": bench.width * gallery.scale_for(bench.height, bench.width),
         "image_h": bench.height * gallery.scale_for(bench.height, bench.width),
     }
+    context.update(analysis_context.network_page(network))  # issue 15: detection, vector space
     return render(request, "leaderboard/network.html", context)
 
 
@@ -213,7 +227,7 @@ def network_delete(request: HttpRequest, pk: int) -> HttpResponse:
     network = _managed(request, pk)
     if request.method == "POST":
         name = network.name
-        services.network_delete(network=network)
+        lifecycle.network_delete(network=network)
         messages.success(request, f"“{name}” was deleted.")
         return redirect("profile")
     return render(request, "leaderboard/network_delete.html", {"network": network, "nav": ""})
@@ -244,9 +258,12 @@ def upload(request: HttpRequest) -> HttpResponse:
                     archive=form.cleaned_data["archive"],
                     filename=form.cleaned_data["archive"].name,
                     is_public=bool(form.cleaned_data.get("public")),
+                    card=form.card,
                 )
             except Http404:
                 form.add_error("benchmark", "no such benchmark")
+            except services.DuplicateUpload as exc:
+                form.add_error("archive", duplicate_html(exc.existing))
             except services.UploadError as exc:
                 form.add_error("archive", str(exc))
             else:

@@ -18,8 +18,10 @@ from django.views.decorators.http import require_GET
 
 from evaluator.models import UniversalSet
 from evaluator.services import storage
-from leaderboard import gallery, plots, selectors
+from leaderboard import gallery, generalisation_plots, plots, selectors
 from leaderboard.models import Benchmark, Network
+from leaderboard.views import analysis as analysis_context
+from leaderboard.views.board import board_context
 from leaderboard.views.context import (
     benchmark_names,
     benchmark_or_none,
@@ -30,14 +32,10 @@ from leaderboard.views.context import (
 )
 
 S = Network.Status
-KINDS = ("all", "references", "uploads")
 FULL_TABLE_MAX = 60  # networks; a bigger matrix table keeps only the reference columns
 
 
 # --------------------------------------------------------------------------- leaderboard
-
-
-LEADERBOARD_PAGE_SIZE = 100
 
 
 def _page_links(request: HttpRequest, page: Page) -> dict[str, str]:
@@ -58,32 +56,23 @@ def _page_links(request: HttpRequest, page: Page) -> dict[str, str]:
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     bench, name = benchmark_or_none(request)
-    kind = request.GET.get("kind", "all")
-    if kind not in KINDS:
-        kind = "all"
     context: dict[str, Any] = {
         "benchmark": bench,
         "benchmark_names": benchmark_names(),
-        "kind": kind,
+        "kind": "all",
         "nav": "leaderboard",
         "query": query_suffix(bench),
         **building_context(bench, name),
     }
     if bench is not None:
         # Only one page of rows is rendered: 1,000 rows took 1.5 s p50 under load
-        # (PERFORMANCE.md §5); ranks still count every network.
-        board = selectors.leaderboard_page(user=request.user, benchmark=bench, kind=kind,
-                                           page=request.GET.get("page"), per_page=LEADERBOARD_PAGE_SIZE)
-        rung = {pk: k for k, pk in enumerate(bench.ladder or [], start=1)}
-        for row in board.rows:
-            row["rung"] = rung.get(row["network"].pk)
+        # (PERFORMANCE.md §5); ranks still count every network. Search, filters and
+        # sort order: leaderboard.filters, kept in every link (views/board.py).
+        context.update(board_context(request, bench))
         context.update(
-            rows=board.rows,
-            page=board.page,
-            page_links=_page_links(request, board.page),
+            page_links=_page_links(request, context["page"]),
             rungs=ladder_size(bench),
-            any_running=any(r["network"].is_running for r in board.rows),
-            counts=board.counts,
+            any_running=any(r["network"].is_running for r in context["rows"]),
         )
     return render(request, "leaderboard/index.html", context)
 
@@ -126,6 +115,7 @@ def matrix(request: HttpRequest) -> HttpResponse:
             table_is_full=len(columns) == n,
             table=table,
             figure=plots.script_json(plots.matrix_figure(data, ladder)) if data["networks"] else None,
+            plot_min_width=plots.matrix_min_width(data["networks"], ladder),
         )
     return render(request, "leaderboard/matrix.html", context)
 
@@ -153,6 +143,8 @@ def benchmark(request: HttpRequest) -> HttpResponse:
             rungs=ladder_size(bench),
             has_samples=bool(bench.data_file) and storage.media_path(bench.data_file).is_file(),
             validity=selectors.benchmark_validity(benchmark=bench),
+            **analysis_context.benchmark_page(bench),  # issue 15: detection, vector space
+            generalisation=generalisation_plots.generalisation_view(benchmark=bench),  # issue 15, part 3
         )
     return render(request, "leaderboard/benchmark.html", context)
 

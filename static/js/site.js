@@ -28,6 +28,9 @@
   function makeSortable(table) {
     var headers = $$("thead th", table);
     headers.forEach(function (th, index) {
+      // A link to the column's definition stays beside the sort button, not inside it.
+      var def = th.querySelector("a.def");
+      if (def) th.removeChild(def);
       var label = th.innerHTML;
       var button = document.createElement("button");
       button.type = "button";
@@ -36,6 +39,7 @@
       if (th.title) button.title = th.title + " (click to sort)";
       th.innerHTML = "";
       th.appendChild(button);
+      if (def) th.appendChild(def);
       button.addEventListener("click", function () {
         var numeric = th.getAttribute("data-type") === "num";
         var current = th.getAttribute("aria-sort");
@@ -56,6 +60,30 @@
           return c || a._order - b._order;
         });
         rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  }
+
+  /* ------------------------------------------------------------ cell labels for phones */
+  // On a phone a table's rows become blocks (site.css); each cell then shows its column's
+  // header as a label. Written once from the header row, colspans followed.
+  function labelCells(table) {
+    var head = table.tHead && table.tHead.rows[table.tHead.rows.length - 1];
+    if (!head) return;
+    var labels = [];
+    Array.prototype.forEach.call(head.cells, function (th) {
+      var copy = th.cloneNode(true);
+      $$("a.def, .sr-only, .th-sub, .arrow", copy).forEach(function (el) { el.parentNode.removeChild(el); });
+      var text = copy.textContent.replace(/\s+/g, " ").trim();
+      for (var k = 0; k < (th.colSpan || 1); k++) labels.push(text);
+    });
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      Array.prototype.forEach.call(body.rows, function (row) {
+        var col = 0;
+        Array.prototype.forEach.call(row.cells, function (cell) {
+          if (!cell.hasAttribute("data-label") && labels[col] && (cell.colSpan || 1) === 1) cell.setAttribute("data-label", labels[col]);
+          col += cell.colSpan || 1;
+        });
       });
     });
   }
@@ -126,12 +154,32 @@
   /* ------------------------------------------------------------ plots */
   var PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] };
 
+  // The cross-attack matrix's hover: both directions of a pair, and on the diagonal one
+  // line saying what it is. The wording comes from the figure (meta.pair_hover, plots.py);
+  // the n² hover texts are written here, so the page does not carry them.
+  function pairHover(trace) {
+    var words = trace.meta && trace.meta.pair_hover;
+    if (!words || !trace.z) return;
+    var pct = function (v) { return (v === null || v === undefined) ? "—" : (v * 100).toFixed(1) + "%"; };
+    var fill = function (template, a, b, ab, ba) {
+      return template.replace(/\{a\}/g, a).replace(/\{b\}/g, b).replace(/\{ab\}/g, ab).replace(/\{ba\}/g, ba);
+    };
+    trace.text = trace.z.map(function (row, i) {
+      return row.map(function (v, j) {
+        var a = trace.y[i], b = trace.x[j];
+        return i === j ? fill(words.diagonal, a, b, pct(v), "") : fill(words.pair, a, b, pct(v), pct(trace.z[j][i]));
+      });
+    });
+    trace.hovertemplate = "%{text}<extra></extra>";
+  }
+
   function drawPlots() {
     if (typeof window.Plotly === "undefined") return;
     $$(".plot[data-figure]").forEach(function (div) {
       var source = document.getElementById(div.getAttribute("data-figure"));
       if (!source) return;
       var fig = JSON.parse(source.textContent);
+      (fig.data || []).forEach(pairHover);
       window.Plotly.newPlot(div, fig.data, fig.layout || {}, PLOT_CONFIG);
     });
     var select = $("#other-attack");
@@ -153,7 +201,7 @@
               return row.map(function (v) { return Math.round(v / total * 10000) / 10000; });
             });
             window.Plotly.restyle(div, { z: [z], customdata: [share] });
-            window.Plotly.relayout(div, { "title.text": esc("attack of " + item.name) });
+            window.Plotly.relayout(div, { "title.text": esc("on " + item.name + "'s adversarial images") });
           })
           .catch(function () {
             window.Plotly.relayout(div, { "title.text": "could not load this matrix; reload the page" });
@@ -187,6 +235,7 @@
   }
 
   function init() {
+    $$("main table:not(.matrix):not(.board)").forEach(labelCells);
     $$("table.sortable").forEach(makeSortable);
     var live = $("#live[data-poll]");
     if (live) liveNetwork(live);
