@@ -21,6 +21,7 @@ from evaluator.engine import metrics
 from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
 from evaluator.services import storage
 from evaluator.services.ranking import matrix_gather
+from evaluator.services.validity import benchmark_validity  # noqa: F401  (the page's "does the level measure robustness?")
 from leaderboard.model_cards import card_dict
 from leaderboard.models import Benchmark, Network
 
@@ -418,42 +419,4 @@ def eval_split(*, benchmark: Benchmark) -> dict[str, Any]:
             }
             for i, src, label, digest in rows
         ],
-    }
-
-
-
-# --------------------------------------------------------------------------- metric validity (issue 12)
-
-
-def benchmark_validity(*, benchmark: Benchmark) -> dict[str, Any]:
-    """"Does the level measure robustness?" (engine.validity.assess) across the references
-    and the public ranked uploads (private ones stay out, so every visitor reads the same
-    numbers). Two queries whatever the number of networks: the charter rule needs only
-    accuracies, and only each network's row and column against the references.
-
-    Robust accuracy is read with getattr: the field is added to Network separately, and
-    a network without it counts as "not measured yet", never as a guess.
-    """
-    from evaluator.engine import validity as validity_engine
-
-    nets = list(Network.objects.filter(benchmark=benchmark, status=S.RANKED, level__isnull=False)
-                .filter(Q(is_reference=True) | Q(is_public=True)).order_by("pk"))
-    index = {n.pk: i for i, n in enumerate(nets)}
-    ladder_ids = [pk for pk in (benchmark.ladder or []) if pk in index]
-    M = np.full((len(nets), len(nets)), np.nan)
-    for a, b, value in Evaluation.objects.filter(kind=Evaluation.Kind.ADVERSARIAL).filter(
-        Q(network_id__in=index, source_id__in=ladder_ids) | Q(network_id__in=ladder_ids, source_id__in=index)
-    ).values_list("network_id", "source_id", "accuracy"):
-        M[index[a], index[b]] = value
-    ladder = [index[pk] for pk in ladder_ids]
-    result = validity_engine.assess(
-        levels=[n.level for n in nets], ladder=ladder, scores=[n.score for n in nets], M=M,
-        robust=[getattr(n, "robust_accuracy", None) for n in nets], images=benchmark.eval_size or 0,
-        robust_low=[getattr(n, "robust_low", None) for n in nets],
-        robust_high=[getattr(n, "robust_high", None) for n in nets],
-    )
-    return {
-        "references": len(ladder), "uploads": len(nets) - len(ladder), "measured": result.measured,
-        "correlations": result.correlations, "significant_pairs": result.significant_pairs,
-        "disagreements": [(nets[ladder[i - 1]], i, nets[ladder[j - 1]], j) for i, j in result.disagreements],
     }

@@ -21,6 +21,7 @@ Pure NumPy/SciPy over plain arrays: the web process calls it, so no TensorFlow, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class Validity:
     disagreements: list[tuple[int, int]] = field(default_factory=list)
     significant_pairs: int = 0  # reference pairs whose robust-accuracy intervals are disjoint
     measured: int = 0  # networks with a robust accuracy
+    # The references' ladder under the charter's rule (network indices, R1 first), to set
+    # beside the revised one.
+    charter_ladder: list[int] = field(default_factory=list)
 
 
 def ordering_keys(levels: Sequence[float], rungs: Sequence[int | None]) -> np.ndarray:
@@ -202,4 +206,5 @@ def assess(
         return float(low), float(high)
 
     intervals = [bounds(int(i)) for i in ladder]
-    return validity(robust, orderings, [b[0] for b in intervals], [b[1] for b in intervals])
+    result = validity(robust, orderings, [b[0] for b in intervals], [b[1] for b in intervals])
+    return dataclasses.replace(result, charter_ladder=[int(i) for i in charter_order] if len(ladder) else [])

@@ -23,9 +23,11 @@ from django.conf import settings
 from evaluator.engine.datasets import load_dataset
 from evaluator.models import UniversalSet
 from evaluator.services import storage
+from evaluator.services.markdown import accuracy_cell
 from evaluator.services.analysis_report import analysis_markdown
 from evaluator.services.generalisation import generalisation_markdown
 from evaluator.services.ranking import matrix_gather
+from evaluator.services.validity import validity_markdown
 from leaderboard.models import Benchmark, Network
 
 # The charter's ImageNet figures (SPEC §1): clean, universal, universal robustness.
@@ -110,14 +112,6 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def _acc(net: Network, prefix: str) -> str:
-    value = getattr(net, f"{prefix}_accuracy")
-    if value is None:
-        return "–"
-    low, high = getattr(net, f"{prefix}_low"), getattr(net, f"{prefix}_high")
-    return f"{100 * value:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
-
-
 def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
@@ -128,14 +122,15 @@ def _none(value: object) -> str:
 
 def _suite_table(refs: list[Network]) -> list[str]:
     lines = [
-        "| rung | reference | clean | universal* | universal, own† | white-box | universal robustness* | tier* "
-        "| attack success | level |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rung | reference | clean | universal* | universal, own† | white-box | robust | universal robustness* "
+        "| tier* | attack success | level |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rung, net in enumerate(refs, start=1):
         lines.append(
-            f"| R{rung} | {net.name} | {_acc(net, 'clean')} | {_acc(net, 'universal')} | "
-            f"{_acc(net, 'universal_own')} | {_acc(net, 'whitebox')} | {_ratio(net.universal_robustness)} | {_none(net.universal_tier)} | "
+            f"| R{rung} | {net.name} | {accuracy_cell(net, 'clean')} | {accuracy_cell(net, 'universal')} | "
+            f"{accuracy_cell(net, 'universal_own')} | {accuracy_cell(net, 'whitebox')} | {accuracy_cell(net, 'robust')} | "
+            f"{_ratio(net.universal_robustness)} | {_none(net.universal_tier)} | "
             f"{_pct(net.attack_success)} | {_none(net.level)} |"
         )
     return lines
@@ -326,6 +321,7 @@ def benchmark_markdown(*, benchmark: Benchmark, origin: Provenance | None = None
                      f"{_pct(gan.report['real_accuracy'])} on the real eval images at build time.")
     lines += [
         "",
+        *validity_markdown(benchmark=benchmark),
         "## Cross-attack matrix (accuracy %, row evaluated on column's adversarial images)",
         "",
         *_matrix_table(benchmark),
