@@ -186,3 +186,24 @@ def test_a_web_process_queues_by_name_without_the_tasks_module(tmp_path) -> None
     assert "could not queue" not in done.stderr
     messages = [f.read_text() for f in (tmp_path / "broker").rglob("*") if f.is_file()]
     assert any("evaluator.network_evaluate" in m and "41" in m for m in messages)
+
+
+def test_two_columns_that_need_the_same_peer_at_once_never_share_its_job(monkeypatch) -> None:
+    """Two uploads evaluated at once both run an uploaded peer on their sets: each gets
+    a job of its own (a shared live Job made one of them lose an attempt it never raced
+    for, and that upload then stayed 'cross-evaluating' forever)."""
+    from evaluator.services import peers
+
+    suite = fake_suite(references=1, uploads=3)
+    peer, first, second = suite.uploads
+    made: list[int] = []
+
+    def fake_run(*, job, **kwargs):
+        made.append(job.pk)
+        raise JobSuperseded("stop here")  # the jobs exist; nothing needs to run
+
+    monkeypatch.setattr(peers, "job_run", fake_run)
+    for network in (first, second):
+        with pytest.raises(JobSuperseded):
+            peers._cells(network, [peer], [network], Stage(S.CROSS_EVALUATING, 70, 98))
+    assert len(set(made)) == 2 and all(Job.objects.get(pk=pk).network_id == peer.pk for pk in made)

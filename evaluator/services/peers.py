@@ -32,7 +32,6 @@ from evaluator.services.jobs import (
     JobRejected,
     JobSuperseded,
     Stage,
-    job_open,
     job_run,
     sandbox_limits,
 )
@@ -100,8 +99,11 @@ def _cells(network: Network, group: list[Network], sources: list[Network], stage
                                  timeout_s=min(float(settings.SANDBOX_TIMEOUT_S), timeout))
     # The references' cells are this network's work; an upload's cells are that upload's.
     owner = network if group[0].is_reference else group[0]
-    out_dir = storage.network_dir(owner.pk) / f"cells-{network.pk}"
-    job = job_open(kind=Job.Kind.CROSS, benchmark=network.benchmark, network=owner)
+    # A job of its own, never a live one of the same peer: two uploads evaluated at once
+    # both need the peer (on different sets), and sharing one Job row would make one of
+    # them the loser of an attempt it never competed for.
+    job = Job.objects.create(kind=Job.Kind.CROSS, benchmark=network.benchmark, network=owner)
+    out_dir = storage.network_dir(owner.pk) / f"cells-{network.pk}-{job.pk}"
     job.append_log(f"{', '.join(p.name for p in group)} on the adversarial set of "
                    + ", ".join(f"{n.name} (network {n.pk})" for n in sources))
     job.save(update_fields=["log"])

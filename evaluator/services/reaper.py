@@ -55,8 +55,14 @@ def jobs_reap(*, idle_after: timedelta = IDLE_AFTER) -> list[int]:
     with transaction.atomic():
         for job in Job.objects.select_for_update().filter(state=Job.State.RUNNING):
             if _orphaned(job, now):
-                job.state = Job.State.QUEUED
-                job.append_log(f"worker {job.worker} vanished; requeued")
+                if job.kind == Job.Kind.CROSS:
+                    # Column cells get a new job each time (services.peers): the network's
+                    # pipeline, queued again below, computes the missing cells anew.
+                    job.state = Job.State.FAILED
+                    job.append_log(f"worker {job.worker} vanished; the cells are computed again")
+                else:
+                    job.state = Job.State.QUEUED
+                    job.append_log(f"worker {job.worker} vanished; requeued")
                 job.save(update_fields=["state", "log"])
                 if job.network_id:
                     requeue.add(job.network_id)
