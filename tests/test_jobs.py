@@ -42,7 +42,7 @@ def test_evaluate_job_progress_maps_onto_statuses(fraction: float, status: str, 
 def _job_and_network() -> tuple[Job, Network]:
     suite = fake_suite(references=1)
     net = suite.references[0]
-    Network.objects.filter(pk=net.pk).update(status=S.VALIDATING)  # as the pipeline leaves it
+    Network.objects.filter(pk=net.pk).update(status=S.VALIDATING, progress=0)  # as the pipeline leaves it
     net.refresh_from_db()
     return job_open(kind=Job.Kind.EVALUATE, benchmark=suite.benchmark, network=net), net
 

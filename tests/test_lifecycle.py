@@ -29,7 +29,7 @@ FORBIDDEN = {
 
 def _network(status: str = S.QUEUED, net: Network | None = None) -> Network:
     net = net or fake_suite(references=1).references[0]
-    Network.objects.filter(pk=net.pk).update(status=status)
+    Network.objects.filter(pk=net.pk).update(status=status, progress=0)
     net.refresh_from_db()
     return net
 
@@ -207,3 +207,25 @@ def test_two_columns_that_need_the_same_peer_at_once_never_share_its_job(monkeyp
         with pytest.raises(JobSuperseded):
             peers._cells(network, [peer], [network], Stage(S.CROSS_EVALUATING, 70, 98))
     assert len(set(made)) == 2 and all(Job.objects.get(pk=pk).network_id == peer.pk for pk in made)
+
+
+def test_the_bar_never_goes_back_within_a_run_and_starts_again_with_a_new_one() -> None:
+    net = _network(S.ATTACKING)
+    lifecycle.network_progress(network=net, status=S.ATTACKING, progress=60, stage="step 30/40")
+    lifecycle.network_move(network=net, to=S.VALIDATING, progress=0)  # a retried job starts over
+    lifecycle.network_progress(network=net, status=S.VALIDATING, progress=12, stage="loading")
+    net.refresh_from_db()
+    assert (net.status, net.progress) == (S.VALIDATING, 60)
+    lifecycle.network_move(network=net, to=S.QUEUED, progress=0, restart=True)
+    net.refresh_from_db()
+    assert (net.status, net.progress) == (S.QUEUED, 0)
+
+
+def test_watchers_see_every_write_in_order() -> None:
+    net = _network(S.QUEUED)
+    seen: list[tuple[str, int]] = []
+    with lifecycle.progress_watch(lambda pk, status, percent, stage: seen.append((status, percent))):
+        lifecycle.network_move(network=net, to=S.VALIDATING, progress=5)
+        lifecycle.network_progress(network=net, status=S.ATTACKING, progress=40, stage="step 1")
+    lifecycle.network_progress(network=net, status=S.ATTACKING, progress=50, stage="step 2")  # not watched
+    assert seen == [(S.VALIDATING, 5), (S.ATTACKING, 40)]

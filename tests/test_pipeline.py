@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -26,12 +27,14 @@ pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 S = Network.Status
 
 
-def _rank(path: Path, name: str, capsys) -> dict:
+def _rank(path: Path, name: str, capsys, lines: list[str] | None = None) -> dict:
     try:
         call_command("rank", str(path), "--name", name, "--benchmark", "mini")
     except SystemExit as exc:
         assert exc.code != 0
     out = capsys.readouterr().out.strip().splitlines()
+    if lines is not None:
+        lines.extend(out)
     return json.loads(out[-1])
 
 
@@ -65,8 +68,20 @@ def test_mini_benchmark_matrix_matches_direct_recomputation(mini_benchmark) -> N
 
 
 def test_rank_command_on_keras_export(mini_benchmark, tiny_cnn_dir, capsys) -> None:
-    result = _rank(tiny_cnn_dir, "keras-export", capsys)
+    out: list[str] = []
+    result = _rank(tiny_cnn_dir, "keras-export", capsys, out)
     assert result["status"] == "ranked", result
+    # Progress as it goes (issue 14): the page's statuses in the SPEC's order, the bar
+    # never going back, peers named, not numbered.
+    progress = [re.fullmatch(r"\[ *(\d+)%\] ([a-z-]+)(?:: (.*))?", line) for line in out]
+    progress = [m for m in progress if m]
+    percents = [int(m[1]) for m in progress]
+    assert len(progress) >= 4 and percents == sorted(percents), out
+    order = [S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING]
+    seen = [m[2] for m in progress]
+    assert [s for s in order if s in seen] == [s for s in dict.fromkeys(seen) if s in order]
+    assert {S.ATTACKING, S.CROSS_EVALUATING} <= set(seen)
+    assert any("adversarial images" in (m[3] or "") and "network " not in (m[3] or "") for m in progress), out
     for key in ("id", "name", "status", "level", "score", "clean_accuracy", "universal_accuracy",
                 "whitebox_accuracy", "flags"):
         assert key in result

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
@@ -65,6 +68,30 @@ DELETED_UPLOAD_MARK = "deleted upload (counts toward the upload rate limit)"
 
 class TransitionError(RuntimeError):
     """A move the table does not allow: a bug in the caller, never a user error."""
+
+
+# In-process watchers of every status and progress write (the `rank` command prints
+# them as they happen): (network id, status, percent, stage text).
+Watcher = Callable[[int, str, int, str], None]
+_watchers: list[Watcher] = []
+
+
+@contextmanager
+def progress_watch(watcher: Watcher) -> Iterator[None]:
+    _watchers.append(watcher)
+    try:
+        yield
+    finally:
+        _watchers.remove(watcher)
+
+
+def _notify(network_id: int) -> None:
+    if not _watchers:
+        return
+    row = Network.objects.filter(pk=network_id).values("status", "progress", "stage").first()
+    if row is not None:
+        for watcher in list(_watchers):
+            watcher(network_id, row["status"], row["progress"], row["stage"])
 
 
 def _send(name: str, *args: int | str) -> None:
@@ -115,14 +142,18 @@ def network_move(
         if reason is not None:
             fields["reason"] = reason[:5000]
         if progress is not None:
-            fields["progress"] = progress
+            # Within a run the bar never goes back (a retried job restarts its phase, the
+            # column restarts at the cross stage's start); a new run starts from `progress`.
+            fields["progress"] = progress if restart or to not in RUNNING else Greatest("progress", progress)
         if stage is not None:
             fields["stage"] = stage[:200]
         if restart:
             fields["run"] = row["run"] + 1
         Network.objects.filter(pk=network.pk).update(**fields)
-    for name, value in fields.items():
+    stored = Network.objects.filter(pk=network.pk).values("status", "progress", "stage", "reason", "run").first()
+    for name, value in (stored or {}).items():
         setattr(network, name, value)
+    _notify(network.pk)
 
 
 def network_progress(*, network: Network, status: str, progress: int, stage: str) -> bool:
@@ -133,10 +164,11 @@ def network_progress(*, network: Network, status: str, progress: int, stage: str
     """
     sources = [s for s in RUNNING if status in ALLOWED[s]]
     moved = Network.objects.filter(pk=network.pk, run=network.run, status__in=sources).update(
-        status=status, progress=progress, stage=stage[:200], updated_at=timezone.now()
+        status=status, progress=Greatest("progress", progress), stage=stage[:200], updated_at=timezone.now()
     )
     if not moved:
         network_current(network)
+    _notify(network.pk)
     return bool(moved)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from evaluator.services import lifecycle
 from evaluator.services.pipeline import network_run_pipeline
 from leaderboard import selectors, services
 from leaderboard.models import Network
@@ -36,13 +38,30 @@ class Command(BaseCommand):
         if private:
             services.network_set_public(network=network, is_public=False)
         self.stdout.write(f"registered network {network.pk} ({network.name}) on {bench.name}")
-        network_run_pipeline(network=network)
+        with lifecycle.progress_watch(self.progress_printer(network.pk)):
+            network_run_pipeline(network=network)
         network.refresh_from_db()
         summary = self.summarise(network)
         last = json.dumps(summary)
         self.stdout.write(last)
         if network.status != Network.Status.RANKED:
             raise SystemExit(1)
+
+    def progress_printer(self, network_id: int) -> lifecycle.Watcher:
+        """A line per change of stage, at most one a second within a stage (the same
+        status, percent and stage text as the network's page and the API)."""
+        last = {"status": "", "line": "", "at": 0.0}
+
+        def show(pk: int, status: str, progress: int, stage: str) -> None:
+            line = f"[{progress:3d}%] {status}: {stage}" if stage else f"[{progress:3d}%] {status}"
+            now = time.monotonic()
+            if pk != network_id or line == last["line"] or (status == last["status"] and now - last["at"] < 1.0):
+                return
+            last.update(status=status, line=line, at=now)
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        return show
 
     def summarise(self, network: Network) -> dict:
         row = selectors.network_row(network)
