@@ -151,12 +151,12 @@ def test_ten_concurrent_uploads_all_ranked_matrix_complete(which, request, tiny_
     assert set(ids) <= in_matrix
     n = len(in_matrix)
     # Every ordered pair among the ranked networks is stored exactly once: N*(N-1)
-    # adversarial evaluations plus clean and universal for each.
+    # adversarial evaluations plus clean, universal and its own universal for each.
     total = _no_duplicates(d)
     _, leaderboard = d.request("GET", "/api/leaderboard?benchmark=mini")
     unranked = [r for r in leaderboard["networks"] if r["status"] != "ranked"]
     assert not unranked, unranked
-    assert total == n * (n - 1) + 2 * n
+    assert total == n * (n - 1) + 3 * n
 
 
 def test_worker_killed_mid_attack_then_restarted_completes(sqlite_deployment, tiny_cnn_dir) -> None:

@@ -123,7 +123,8 @@ def test_adding_networks_costs_2n_plus_2_evaluations_and_rewrites_nothing(
                                              enqueue=False)
         assert network_run_pipeline(network=net)
         after = {e.pk: (e.accuracy, e.created_at, bytes(e.predictions)) for e in Evaluation.objects.all()}
-        assert len(after) - len(before) == 2 * n + 2
+        # Its row and column, its clean, universal and own-universal evaluations.
+        assert len(after) - len(before) == 2 * n + 3
         assert AdversarialDataset.objects.count() - attacks_before == 1
         assert all(after[pk] == value for pk, value in before.items())
 
@@ -169,8 +170,10 @@ def test_upload_is_one_job_whose_statuses_walk_in_order(mini_benchmark, tiny_cnn
     net.refresh_from_db()
     note(net.status)  # the ranking writes it with a bulk update
     assert net.status == S.RANKED and net.progress == 100
-    # Its own job, then one for its column: the three references together (trusted code).
-    assert list(net.jobs.values_list("kind", "state")) == [(Job.Kind.CROSS, Job.State.DONE),
+    # Its own job, then one for its column (the three references together: trusted code),
+    # then the detection and vector-space analysis of its set (issue 15).
+    assert list(net.jobs.values_list("kind", "state")) == [(Job.Kind.ANALYSE, Job.State.DONE),
+                                                           (Job.Kind.CROSS, Job.State.DONE),
                                                            (Job.Kind.EVALUATE, Job.State.DONE)]
     cross_log = net.jobs.get(kind=Job.Kind.CROSS).log.splitlines()[0]
     assert cross_log.endswith(f"on the adversarial set of stages (network {net.pk})")
