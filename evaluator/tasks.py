@@ -47,6 +47,7 @@ def network_evaluate(network_id: int) -> None:
                  "" if done else f" ({after['reason'][:200]})")
     if done:
         lifecycle.ranking_enqueue(network.benchmark_id)
+        lifecycle.analysis_enqueue(network_id)
 
 
 @shared_task(name=lifecycle.TASK_BENCHMARK_RANK)
@@ -61,3 +62,10 @@ def reference_rebuild(benchmark_id: int, recipe: str) -> None:
     benchmark = Benchmark.objects.filter(pk=benchmark_id).first()
     if benchmark is not None:
         reference_rebuild_service(benchmark=benchmark, recipe=recipe)
+
+
+@shared_task(name=lifecycle.TASK_NETWORK_ANALYSE)
+def network_analyse(network_id: int) -> None:
+    network = Network.objects.select_related("benchmark").filter(pk=network_id).first()
+    if network is not None and network.status not in (S.REJECTED, S.FAILED):
+        pipeline.network_analyse_after_ranking(network=network)

@@ -90,7 +90,7 @@ def test_leaderboard_download_follows_the_filters(client, world) -> None:
     bench = world.pub.benchmark
     response = client.get(f"/api/benchmarks/{bench.name}/leaderboard.csv", {"kind": "references", "sort": "name"})
     names = [r["name"] for r in _csv(response)]
-    refs = sorted(Network.objects.filter(is_reference=True).values_list("name", flat=True), key=str.casefold)
+    refs = sorted(Network.objects.filter(benchmark=bench, is_reference=True).values_list("name", flat=True), key=str.casefold)
     assert names == refs
     data = client.get(f"/api/benchmarks/{bench.name}/leaderboard.json", {"q": "alice"}).json()
     assert [r["name"] for r in data["networks"]] == ["alice-public"] and data["filters"] == {"q": "alice"}

@@ -160,7 +160,8 @@ def test_every_queued_name_is_a_task_the_worker_registers() -> None:
     import evaluator.tasks  # noqa: F401  (what the worker's autodiscovery imports)
     from leaderboard.celery import app
 
-    for name in (lifecycle.TASK_NETWORK_EVALUATE, lifecycle.TASK_BENCHMARK_RANK, lifecycle.TASK_REFERENCE_REBUILD):
+    for name in (lifecycle.TASK_NETWORK_EVALUATE, lifecycle.TASK_BENCHMARK_RANK, lifecycle.TASK_REFERENCE_REBUILD,
+                 lifecycle.TASK_NETWORK_ANALYSE):
         assert name in app.tasks
 
 

@@ -58,6 +58,7 @@ ALLOWED: dict[str, frozenset[str]] = {
 TASK_NETWORK_EVALUATE = "evaluator.network_evaluate"
 TASK_BENCHMARK_RANK = "evaluator.benchmark_rank"
 TASK_REFERENCE_REBUILD = "evaluator.reference_rebuild"
+TASK_NETWORK_ANALYSE = "evaluator.network_analyse"
 
 CANCELLED = "cancelled by an administrator"
 UNAVAILABLE = "waiting: {problem}. Untrusted models are evaluated only inside the sandbox."
@@ -116,6 +117,11 @@ def pipeline_enqueue(network: Network) -> None:
 
 def ranking_enqueue(benchmark_id: int) -> None:
     enqueue_on_commit(TASK_BENCHMARK_RANK, benchmark_id)
+
+
+def analysis_enqueue(network_id: int) -> None:
+    """Queued after the ranking (FIFO): the analysis never delays a level."""
+    enqueue_on_commit(TASK_NETWORK_ANALYSE, network_id)
 
 
 def reference_rebuild_enqueue(network: Network) -> None:

@@ -231,10 +231,6 @@ def _evaluate(network: Network) -> bool:
     if not network_cross_evaluate(network=network):
         return False
     peers.failures_resolve(network=network)
-    if not network.is_reference:  # the build and a rebuild analyse the references at their end
-        # Detection and vector space of its adversarial set (issue 15): one trusted job,
-        # a few seconds; a failure there is recorded on the analysis, never the network.
-        analysis.network_analyse(network=network)
     return True
 
 
@@ -246,4 +242,15 @@ def network_run_pipeline(*, network: Network) -> bool:
     if not network_evaluate(network=network):
         return False
     benchmark_rank(benchmark=network.benchmark)
+    network_analyse_after_ranking(network=network)
     return True
+
+
+def network_analyse_after_ranking(*, network: Network) -> None:
+    """Detection and vector space of an upload's adversarial set (issue 15): one trusted
+    job of a few seconds, run once the network is ranked (a worker queues it after the
+    ranking), so it is never on the path from upload to level. A failure there is
+    recorded on the analysis, never the network. The build and a rebuild analyse the
+    references at their end."""
+    if not network.is_reference:
+        analysis.network_analyse(network=network)
