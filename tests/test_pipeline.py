@@ -111,7 +111,7 @@ def test_rank_command_on_tf_module_with_custom_signature_and_probabilities(
     assert "probabilities" in result["flags"]
 
 
-def test_adding_networks_costs_2n_plus_2_evaluations_and_rewrites_nothing(
+def test_adding_networks_costs_2n_plus_3_evaluations_and_rewrites_nothing(
     mini_benchmark, tiny_cnn_dir
 ) -> None:
     bench = mini_benchmark
