@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def no_broker(monkeypatch):
     """Uploads are stored and queued, but nothing is sent to a worker."""
     sent = []
-    monkeypatch.setattr("evaluator.tasks.pipeline_enqueue", lambda network: sent.append(network.pk))
-    monkeypatch.setattr("evaluator.tasks._send", lambda task, *args: None)
+    monkeypatch.setattr("evaluator.services.lifecycle.pipeline_enqueue", lambda network: sent.append(network.pk))
+    monkeypatch.setattr("evaluator.services.lifecycle._send", lambda name, *args: None)
     return sent
 
 
