@@ -307,3 +307,23 @@ def test_the_audit_runs_in_the_same_job_and_robust_accuracy_is_recomputable(mini
     # The references were audited when the benchmark was built, and ranked on robust accuracy.
     for ref in Network.objects.filter(benchmark=mini_benchmark, is_reference=True):
         assert ref.robust_accuracy is not None and AuditResult.objects.filter(network=ref).exists()
+
+
+def test_an_uploaded_copy_of_a_reference_gets_exactly_its_level(mini_benchmark, tmp_path, capsys) -> None:
+    """Issue 16, one level scale: the model files of a reference, uploaded and ranked
+    through the real `rank` command, tie with that reference on every image (the same
+    secret targets, a deterministic attack) and get exactly its level, where a
+    reference's own rung would have counted as a loss before."""
+    import shutil
+
+    ref = Network.objects.get(benchmark=mini_benchmark, recipe="down50")
+    copy_dir = tmp_path / "down50-copy"
+    shutil.copytree(storage.media_path(ref.info["model_dir"]), copy_dir)
+    result = _rank(copy_dir, "down50-copy", capsys)
+    ref.refresh_from_db()
+    assert result["status"] == "ranked", result
+    assert result["level"] == ref.level
+    copy = Network.objects.get(pk=result["id"])
+    rung = mini_benchmark.__class__.objects.get(pk=mini_benchmark.pk).ladder.index(ref.pk) + 1
+    assert ref.level <= rung - 1  # the reference itself never beats its own rung
+    assert copy.whitebox_accuracy == ref.whitebox_accuracy and copy.clean_accuracy == ref.clean_accuracy
