@@ -27,6 +27,7 @@ from evaluator.services.analysis_report import analysis_markdown
 from leaderboard.models import Benchmark
 from tests.analysis_fakes import fake_adversarial_sets, fake_analysis
 from tests.fakes import fake_suite
+from tests.report_checks import assert_every_digit_checked, match_lines
 
 pytestmark = pytest.mark.django_db
 Z = 1.959963984540054
@@ -287,16 +288,7 @@ def check(text: str, t: Truth) -> None:
          rf"from the nearest of their target class \(clean: {_span('tc')}\); the target class's is the nearer for "
          rf"{_span('cl')}% of them \(clean images: {_span('clc')}%\)(?P<tail>.*)", neighbours, 1),
     ]
-    counts = {name: 0 for name, *_ in patterns}
-    for line in text.splitlines():
-        if not re.search(r"\d", line):
-            continue
-        matched = [(name, m, fn) for name, rx, fn, _ in patterns if (m := re.fullmatch(rx, line))]
-        assert matched, f"a line with numbers that no check covers: {line!r}"
-        name, m, fn = matched[0]
-        counts[name] += 1
-        fn(m)
-    assert counts == {name: n for name, _, _, n in patterns}, counts
+    match_lines(text, patterns)
     assert sorted(seen) == sorted(str(k) for k in t.ks)
 
 
@@ -316,16 +308,7 @@ def test_every_number_of_the_analysis_sections_matches_the_stored_arrays(generat
     assert "## Adversarial images in image vector space" in text
     assert "upload-1" not in text  # the benchmark's own report: references and the universal set
     check(text, truth)
-    missed = []
-    for match in re.finditer(r"\d", text):
-        i = match.start()
-        wrong = text[:i] + str((int(text[i]) + 5) % 10) + text[i + 1:]
-        try:
-            check(wrong, truth)
-        except Exception:  # noqa: BLE001 - any failure is a catch
-            continue
-        missed.append(wrong[wrong.rfind("\n", 0, i) + 1:wrong.find("\n", i)])
-    assert not missed, "digits changed without the check noticing:\n" + "\n".join(missed[:5])
+    assert_every_digit_checked(text, lambda wrong: check(wrong, truth))
 
 
 def test_without_analysis_the_report_says_how_to_compute_it() -> None:

@@ -31,6 +31,7 @@ from evaluator.models import AdversarialDataset, Evaluation, UniversalSet
 from evaluator.services import storage
 from leaderboard.models import Benchmark, Network
 from tests.fakes import fake_suite
+from tests.report_checks import assert_every_digit_checked, match_lines
 
 pytestmark = pytest.mark.django_db
 
@@ -339,7 +340,6 @@ def check_report(text: str, t: Truth) -> None:
          rf"(?P<chi>[\d.]+)% and their universal accuracies (?P<ulo>[\d.]+)% to (?P<uhi>[\d.]+)%, so "
          r"(?P<verdict>.+)", spread, 1),
     ]
-    counts = {name: 0 for name, *_ in patterns}
     # The generalisation section (issue 15) is checked line by line by its own test module.
     from tests.test_generalisation import check_generalisation, split_generalisation
 
@@ -350,15 +350,7 @@ def check_report(text: str, t: Truth) -> None:
 
     text, section = split_validity(text)
     check_validity(section, t.bench)
-    for line in text.splitlines():
-        if not re.search(r"\d", line):
-            continue
-        matched = [(name, m, fn) for name, rx, fn, _ in patterns if (m := re.fullmatch(rx, line))]
-        assert matched, f"a line with numbers that no check covers: {line!r}"
-        name, m, fn = matched[0]
-        counts[name] += 1
-        fn(m)
-    assert counts == {name: n for name, _, _, n in patterns}, counts
+    match_lines(text, patterns)
     assert f"- \\* {TRANSFER_NOTE}" in text.splitlines()
     assert "universal*" in text and "fitted against the control only" in TRANSFER_NOTE
 
@@ -382,17 +374,7 @@ def test_every_digit_of_the_report_is_checked(generated) -> None:
     """Change each digit in turn (by 5, mod 10): the check must fail every time."""
     text, truth = generated
     check_report(text, truth)
-    missed = []
-    for match in re.finditer(r"\d", text):
-        i = match.start()
-        wrong = text[:i] + str((int(text[i]) + 5) % 10) + text[i + 1:]
-        try:
-            check_report(wrong, truth)
-        except Exception:  # noqa: BLE001 - any failure (a date that no longer parses too) is a catch
-            continue
-        line = wrong[wrong.rfind("\n", 0, i) + 1:wrong.find("\n", i)]
-        missed.append(line)
-    assert not missed, "digits changed without the check noticing:\n" + "\n".join(missed[:5])
+    assert_every_digit_checked(text, lambda wrong: check_report(wrong, truth))
 
 
 def test_report_refuses_a_benchmark_without_ladder() -> None:
