@@ -230,3 +230,17 @@ def test_watchers_see_every_write_in_order() -> None:
         lifecycle.network_progress(network=net, status=S.ATTACKING, progress=40, stage="step 1")
     lifecycle.network_progress(network=net, status=S.ATTACKING, progress=50, stage="step 2")  # not watched
     assert seen == [(S.VALIDATING, 5), (S.ATTACKING, 40)]
+
+
+def test_an_upload_never_shares_a_child_with_the_references() -> None:
+    """Only the references (trusted code, verified files) share a column's child: a group
+    holding an upload is refused before any job exists, so an upload can never sit in
+    a process beside the models it is compared with."""
+    from evaluator.services import peers
+
+    suite = fake_suite(references=2, uploads=2)
+    jobs_before = Job.objects.count()
+    with pytest.raises(ValueError, match="never share"):
+        peers._cells(suite.uploads[1], [suite.references[0], suite.uploads[0]], [suite.uploads[1]],
+                     Stage(S.CROSS_EVALUATING, 70, 98))
+    assert Job.objects.count() == jobs_before

@@ -61,6 +61,10 @@ def test_derived_seeds_are_stable_separate_and_small() -> None:
     assert all(0 <= s < 2**63 for s in (seed, *others))  # any RNG, any JSON reader
     with pytest.raises(ValueError, match="purpose"):
         secret.derive_seed(a, "mnist-5k", "split")
+    # Each network's own universal perturbations (issue 16): a seed per network and per
+    # deployment, so an uploader cannot fit a model against them offline.
+    own = {secret.derive_seed(key, f"mnist-5k/network-{pk}", "universal-own") for key in (a, b) for pk in (7, 8)}
+    assert len(own) == 4 and seed not in own
 
 
 def _stored_dataset(name: str) -> datasets.Dataset:
