@@ -38,6 +38,8 @@ def _row_ids(page) -> list[int]:
 
 
 def test_model_card_round_trip(session, alice, no_broker, tmp_path) -> None:
+    from playwright.sync_api import expect
+
     fake_suite(references=2)
     archive = tmp_path / "model.zip"
     archive.write_bytes(stub_zip())
@@ -70,17 +72,23 @@ def test_model_card_round_trip(session, alice, no_broker, tmp_path) -> None:
     session.go("/")
     page.mouse.move(0, 0)  # away from wherever the last click left the pointer
     pop = page.locator(f"#card-{net.pk}")
-    assert not pop.is_visible()
+    # expect(...) waits for the page's script (up to 5 s): a bare is_visible() right after
+    # a key press raced it on a busy machine.
+    expect(pop).to_be_hidden()
     page.hover(f"tr[data-id='{net.pk}'] .card-btn")
-    assert pop.is_visible() and "L∞, ε = 0.3" in pop.inner_text() and "adversarially trained" in pop.inner_text()
+    expect(pop).to_be_visible()
+    assert "L∞, ε = 0.3" in pop.inner_text() and "adversarially trained" in pop.inner_text()
     session.shoot("leaderboard-model-card")
+    # The full-page screenshot resizes the viewport; point at the button again so the
+    # card's :hover state is current before Escape dismisses it.
+    page.hover(f"tr[data-id='{net.pk}'] .card-btn")
     page.keyboard.press("Escape")
-    assert not pop.is_visible()
+    expect(pop).to_be_hidden()
     page.mouse.move(0, 0)
     page.focus(f"tr[data-id='{net.pk}'] .card-btn")  # keyboard users get it on focus
-    assert pop.is_visible()
+    expect(pop).to_be_visible()
     page.keyboard.press("Escape")
-    assert not pop.is_visible()
+    expect(pop).to_be_hidden()
     page.locator("#f-q").focus()
     page.click(f"tr[data-id='{net.pk}'] .card-btn")  # and on click
     assert page.get_attribute(f"tr[data-id='{net.pk}'] .card-btn", "aria-expanded") == "true"
