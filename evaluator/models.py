@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from django.db import models
+from django.utils import timezone
 
 from leaderboard.models import Benchmark, Network
 
@@ -155,6 +156,10 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True)
     peak_rss_mb = models.FloatField(null=True, blank=True)
+    # Where the time went, as numbers (the log says the same in words):
+    # {"sandbox": {"seconds", "peak_mb", "outcome", "warm"} of the last attempt,
+    #  "phases": {phase: seconds} of an evaluate job}. Read through evaluator.selectors.
+    timings = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -235,3 +240,28 @@ class Analysis(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} analysis of {self.network or self.benchmark}"
+
+
+class StageDuration(models.Model):
+    """How long one stage took on this deployment: what time-left estimates come from
+    (issue 14, evaluator.services.progress). A row per stage that ended by moving on:
+    a network's status (queued ... cross-evaluating; only uploads time their queue, a
+    reference waits there for the whole build's training) or a build step ("build:
+    training" per reference, "build:universal", "build:reference" per reference's
+    pipeline). Failed, cancelled and retried stages are not recorded: they say nothing
+    about how long the stage takes. References and uploads are kept apart (the trusted
+    references run beside each other; an upload runs alone in its sandbox).
+    """
+
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.CASCADE, related_name="+")
+    network = models.ForeignKey(Network, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    is_reference = models.BooleanField()
+    stage = models.CharField(max_length=32)
+    seconds = models.FloatField()
+    finished_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["benchmark", "stage", "finished_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.stage} of {self.network or self.benchmark}: {self.seconds:.1f} s"

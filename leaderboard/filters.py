@@ -17,7 +17,7 @@ from typing import Any
 from django.core.paginator import Page, Paginator
 
 from evaluator.engine import flags as engine_flags
-from leaderboard import selectors
+from leaderboard import progress_selectors, selectors
 from leaderboard.models import Benchmark, Network
 
 KINDS = ("all", "references", "uploads")
@@ -247,8 +247,10 @@ def board_networks(*, user, benchmark: Benchmark, filters: BoardFilters) -> list
 def board_export(*, user, benchmark: Benchmark, filters: BoardFilters) -> dict[str, Any]:
     """The leaderboard as data: the JSON API's answer and the JSON/CSV downloads."""
     rows = []
-    for network, rank in board_networks(user=user, benchmark=benchmark, filters=filters):
-        rows.append({"rank": rank, **selectors.network_row(network)})
+    found = list(board_networks(user=user, benchmark=benchmark, filters=filters))
+    estimates = progress_selectors.network_estimates(n for n, _rank in found)  # one query for every row
+    for network, rank in found:
+        rows.append({"rank": rank, **selectors.network_row(network, estimates=estimates)})
     return {
         "benchmark": benchmark.name,
         "ladder": benchmark.ladder,

@@ -11,6 +11,7 @@ import secrets
 from django.conf import settings
 from django.core.validators import URLValidator
 from django.db import models
+from django.utils import timezone
 
 
 class Benchmark(models.Model):
@@ -41,6 +42,11 @@ class Benchmark(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.NEW)
     stage = models.CharField(max_length=200, blank=True)
     progress = models.PositiveSmallIntegerField(default=0)
+    # The build's current step, for its banner and time left (evaluator.services.progress):
+    # {"step": "training" | "universal" | "reference" | ..., "reference": recipe,
+    # "recipes": [the build's references]}, and when that step began.
+    build_step = models.JSONField(default=dict, blank=True)
+    stage_since = models.DateTimeField(null=True, blank=True)
     # Reference network ids, least to most robust (R1 ... RK).
     ladder = models.JSONField(default=list)
     # {reference network id: robustness score}, fitted among the references only and kept
@@ -100,6 +106,10 @@ class Network(models.Model):
     run = models.PositiveIntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
     stage = models.CharField(max_length=200, blank=True)
+    # When the network entered its current status (lifecycle writes it with the status):
+    # the time spent in the running stage, for its time left. None while a ranked
+    # network re-measures what changed (that run is not timed: it is no full stage).
+    status_since = models.DateTimeField(null=True, blank=True, default=timezone.now)
     reason = models.TextField(blank=True)
     info = models.JSONField(default=dict, blank=True)
     flags = models.JSONField(default=list, blank=True)

@@ -19,9 +19,10 @@ from django.http import Http404
 from evaluator.engine import ladder as ladder_engine
 from evaluator.engine import metrics
 from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
-from evaluator.services import storage
+from evaluator.services import results, storage
 from evaluator.services.ranking import matrix_gather
 from evaluator.services.validity import benchmark_validity  # noqa: F401  (the page's "does the level measure robustness?")
+from leaderboard import progress_selectors
 from leaderboard.model_cards import card_dict
 from leaderboard.models import Benchmark, Network
 
@@ -108,8 +109,12 @@ def leaderboard_page(
     return BoardPage(rows=found.rows, page=found.page, counts=found.board.counts)
 
 
-def network_row(network: Network) -> dict[str, Any]:
-    """The leaderboard row of SPEC §5 (API and pages)."""
+def network_row(network: Network, *, estimates: dict[int, Any] | None = None) -> dict[str, Any]:
+    """The leaderboard row of SPEC §5 (API and pages). estimates: the board's time-left
+    estimates, read once for all its rows (progress_selectors.network_estimates);
+    without them a running network's is read here."""
+    if estimates is None:
+        estimates = progress_selectors.network_estimates([network])
 
     def acc(prefix: str) -> dict[str, float] | None:
         value = getattr(network, f"{prefix}_accuracy")
@@ -137,6 +142,9 @@ def network_row(network: Network) -> dict[str, Any]:
         "flags": list(network.flags or []),
         "is_public": network.is_public,
         "progress": network.progress,
+        "stage": network.stage if network.is_running else None,
+        # Time left from the stage durations recorded here (null unless it is running).
+        "estimate": progress_selectors.estimate_json(estimates.get(network.pk)),
         "owner": network.owner.get_username() if network.owner_id and not network.is_reference else None,
         # What the uploader claims (leaderboard.model_cards); the free text is in the detail.
         "model_card": card_dict(network),
@@ -160,7 +168,8 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
     row = {e.source_id: e for e in evals if e.network_id == network.pk}
     col = {e.network_id: e for e in evals if e.source_id == network.pk}
     labels = storage.eval_labels(bench.data_file)
-    own = network.adversarial.prediction_array() == labels
+    # Each side's own half is its worst case there, exactly as the ranking reads it.
+    halves = results.own_halves([network, *refs.values()], labels)
     out = []
     for position, rid in enumerate(ladder_ids, start=1):
         ref = refs.get(rid)
@@ -175,8 +184,8 @@ def reference_comparisons(*, network: Network) -> list[dict[str, Any]]:
             out.append({"position": position, "reference": ref, "pending": True})
             continue
         # Network 0 is this one, 1 the reference; (1, 1) is the reference's white-box set.
-        correct = {(0, 0): own, (0, 1): a.prediction_array() == labels,
-                   (1, 0): b.prediction_array() == labels, (1, 1): ref.adversarial.prediction_array() == labels}
+        correct = {(0, 0): halves[network.pk], (0, 1): a.prediction_array() == labels,
+                   (1, 0): b.prediction_array() == labels, (1, 1): halves[rid]}
         revised = ladder_engine.pairwise(correct, 0, 1)
         charter = ladder_engine.charter_pairwise(correct, 0, 1)
         out.append({

@@ -52,3 +52,23 @@ def test_celery_limits_must_exceed_every_attempt_of_the_longest_job(settings):
     assert error.id == "evaluator.E002" and "1800" in error.msg
     settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT = 2500, 2400  # hard below soft
     assert [e.id for e in checks.sandbox_limits(None)] == ["evaluator.E002"]
+
+
+@pytest.mark.parametrize("command", [["build_benchmark", "mnist-5k"], ["rank", "model"],
+                                     ["import_benchmark", "x", "--npz", "x.npz"]])
+def test_a_database_never_migrated_is_named_not_a_traceback(tmp_path, command):
+    """The operator's commands on a fresh VAR_DIR nobody migrated: one line that says
+    what to run, exit status 1, no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="leaderboard.settings", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "manage.py", *command], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "not set up" in done.stderr and "manage.py migrate" in done.stderr
+    assert "Traceback" not in done.stderr

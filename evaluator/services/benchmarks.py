@@ -9,7 +9,6 @@ attack, cross-evaluate), so they get no shortcut an upload would not.
 from __future__ import annotations
 
 import time
-import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -18,9 +17,11 @@ from django.db import transaction
 
 from evaluator.engine import builtins, datasets, isolation
 from evaluator.engine import jobs as engine_jobs
+from evaluator.engine.archive import pack_folder
 from evaluator.engine.suite import REFERENCES as RECIPES
 from evaluator.models import Evaluation, Job, UniversalSet
 from evaluator.services import lifecycle, secret, storage
+from evaluator.services import progress as timing
 from evaluator.services.analysis import benchmark_analyse, reference_extras_keep
 from evaluator.services.jobs import Inputs, JobFailed, JobRejected, JobUnavailable, job_open, job_run, sandbox_limits
 from evaluator.services.pipeline import network_evaluate, network_run_pipeline
@@ -90,16 +91,17 @@ def _ensure_dataset(benchmark: Benchmark) -> None:
     benchmark_store_dataset(benchmark=benchmark, dataset=spec.load())
 
 
-def _set_stage(benchmark: Benchmark, stage: str, progress: int, report: Report) -> None:
+def _set_stage(benchmark: Benchmark, stage: str, progress: int, report: Report, *, step: str,
+               reference: str | None = None, until: int | None = None, plan: dict | None = None) -> None:
+    """The build's stage text and percent, and its step for the banner and time left
+    (evaluator.services.progress; `plan` starts a new build)."""
+    timing.benchmark_step(benchmark=benchmark, step=step, reference=reference, until=until, plan=plan)
     Benchmark.objects.filter(pk=benchmark.pk).update(stage=stage[:200], progress=progress)
     report(f"[{progress:3d}%] {stage}")
 
 
 def _zip_folder(folder: Path, target: Path) -> int:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, Path("model") / path.relative_to(folder))
+    pack_folder(folder, target, prefix="model")
     return target.stat().st_size
 
 
@@ -162,7 +164,9 @@ def reference_build(
     network.archive = storage.relative(archive)
     network.params = value["params"]
     network.report = {**value["report"], **extras, "build_seconds": time.perf_counter() - started}
+    network.stage = "trained; waiting for its evaluation"  # no longer "training" while it waits
     network.save()
+    timing.build_step_timed(network=network, stage=timing.BUILD_TRAINING, started=started)
     return network
 
 
@@ -170,6 +174,7 @@ def universal_build(*, benchmark: Benchmark, control: Network, report: Report = 
     existing = UniversalSet.objects.filter(benchmark=benchmark).first()
     if existing is not None:
         return existing
+    started = time.perf_counter()
     if not control.info.get("signature"):
         # The control has to pass validation (scan + load) before it is attacked.
         from evaluator.services.pipeline import network_validate
@@ -203,10 +208,12 @@ def universal_build(*, benchmark: Benchmark, control: Network, report: Report = 
         raise BuildError(f"universal perturbations: {exc}") from exc
     (folder / "universal-job" / "universal.npz").replace(out)
     storage.remove_tree(folder / "universal-job")
-    return UniversalSet.objects.create(
+    universal = UniversalSet.objects.create(
         benchmark=benchmark, file=storage.relative(out), source_network=control,
         count=value["count"], xi=benchmark.universal_xi, seconds=value["seconds"],
     )
+    timing.build_step_timed(network=control, stage=timing.BUILD_UNIVERSAL, started=started)
+    return universal
 
 
 def _universal_discard(benchmark: Benchmark) -> None:
@@ -302,19 +309,22 @@ def reference_rebuild(
         if old is not None:
             storage.remove_tree(storage.network_dir(old.pk))
             old.delete()
-        _set_stage(benchmark, f"rebuilding reference {recipe}", 0, report)
+        _set_stage(benchmark, f"rebuilding reference {recipe}", 0, report, step="training", reference=recipe,
+                   plan={"recipes": [recipe], "reevaluate": len(ranked_at) if universal else 0})
         network = reference_build(benchmark=benchmark, recipe=recipe, scale=scale, report=report)
         if universal:
-            _set_stage(benchmark, "universal perturbations", 30, report)
+            _set_stage(benchmark, "universal perturbations", 30, report, step="universal")
             universal_build(benchmark=benchmark, control=network, report=report)
-        _set_stage(benchmark, f"evaluating and attacking {recipe}", 40, report)
+        _set_stage(benchmark, f"evaluating and attacking {recipe}", 40, report, step="reference", reference=recipe,
+                   until=70 if universal else 100)
         if not network_evaluate(network=network):
             network.refresh_from_db()
             raise BuildError(f"reference {recipe} was {network.status}: {network.reason}")
         _await_ranking(network)
         failed: list[Network] = []
         if universal:
-            _set_stage(benchmark, "re-evaluating every network on the new universal set", 70, report)
+            _set_stage(benchmark, "re-evaluating every network on the new universal set", 70, report,
+                       step="re-evaluating")
             others = list(Network.objects.filter(pk__in=ranked_at).select_related("benchmark").order_by("pk"))
             failed = _universal_reevaluate(others, report)
         _rank_after_rebuild(benchmark, ranked_at)
@@ -327,7 +337,7 @@ def reference_rebuild(
     except Exception as exc:
         Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.FAILED, stage=str(exc)[:200])
         raise
-    _set_stage(benchmark, "ready", 100, report)
+    _set_stage(benchmark, "ready", 100, report, step="ready")
     Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.READY)
     network.refresh_from_db()
     return network
@@ -362,24 +372,30 @@ def benchmark_build(
     names.insert(0, CONTROL)
     Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.BUILDING)
     try:
-        _set_stage(benchmark, "dataset", 0, report)
+        _set_stage(benchmark, "dataset", 0, report, step="dataset", plan={"recipes": names})
         _ensure_dataset(benchmark)
         benchmark.refresh_from_db()
         total = len(names)
         refs: list[Network] = []
         for i, recipe in enumerate(names):
-            _set_stage(benchmark, f"training reference {recipe} ({i + 1}/{total})", int(40 * i / total), report)
+            _set_stage(benchmark, f"training reference {recipe} ({i + 1}/{total})", int(40 * i / total), report,
+                       step="training", reference=recipe)
             refs.append(reference_build(benchmark=benchmark, recipe=recipe, scale=scale, report=report))
-        _set_stage(benchmark, "universal perturbations", 40, report)
+        _set_stage(benchmark, "universal perturbations", 40, report, step="universal")
         universal_build(benchmark=benchmark, control=refs[0], report=report)
         for i, network in enumerate(refs):
-            _set_stage(benchmark, f"evaluating and attacking {network.name} ({i + 1}/{total})", 45 + int(55 * i / total), report)
+            _set_stage(benchmark, f"evaluating and attacking {network.name} ({i + 1}/{total})",
+                       45 + int(55 * i / total), report, step="reference", reference=network.recipe,
+                       until=45 + int(55 * (i + 1) / total))
             network.refresh_from_db()
-            if network.status != Network.Status.RANKED and not network_run_pipeline(network=network):
-                network.refresh_from_db()
-                raise BuildError(f"reference {network.name} was {network.status}: {network.reason}")
+            if network.status != Network.Status.RANKED:
+                started = time.perf_counter()
+                if not network_run_pipeline(network=network):
+                    network.refresh_from_db()
+                    raise BuildError(f"reference {network.name} was {network.status}: {network.reason}")
+                timing.build_step_timed(network=network, stage=timing.BUILD_REFERENCE, started=started)
         benchmark_rank(benchmark=benchmark)
-        _set_stage(benchmark, "ready", 100, report)
+        _set_stage(benchmark, "ready", 100, report, step="ready")
         Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.READY)
     except Exception as exc:
         Benchmark.objects.filter(pk=benchmark.pk).update(state=Benchmark.State.FAILED, stage=str(exc)[:200])

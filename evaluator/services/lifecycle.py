@@ -23,7 +23,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
@@ -32,6 +32,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
+from evaluator.services import progress as timing
 from evaluator.services import storage
 from evaluator.services.errors import JobCancelled, JobRejected, JobSuperseded, JobUnavailable
 from leaderboard.celery import app as celery_app
@@ -69,6 +70,20 @@ DELETED_UPLOAD_MARK = "deleted upload (counts toward the upload rate limit)"
 
 class TransitionError(RuntimeError):
     """A move the table does not allow: a bug in the caller, never a user error."""
+
+
+# What timing a stage needs from the row a move starts from (evaluator.services.progress).
+_TIMED = ("status", "status_since", "is_reference", "benchmark_id")
+
+
+def _since(row: dict, to: str, now: datetime, *, restart: bool = False) -> datetime | None:
+    return timing.status_since_next(was=row["status"], since=row["status_since"], to=to, restart=restart, now=now)
+
+
+def _stage_left(pk: int, row: dict, to: str, now: datetime) -> None:
+    """Record the stage the network leaves, when it moved on from it."""
+    timing.status_left(network_id=pk, benchmark_id=row["benchmark_id"], is_reference=row["is_reference"],
+                       was=row["status"], since=row["status_since"], to=to, now=now)
 
 
 # In-process watchers of every status and progress write (the `rank` command prints
@@ -139,12 +154,15 @@ def network_move(
     deleted or restarted since it was read, TransitionError when the move is not allowed.
     """
     with transaction.atomic():
-        row = Network.objects.select_for_update().filter(pk=network.pk).values("status", "run").first()
+        row = Network.objects.select_for_update().filter(pk=network.pk).values(*_TIMED, "run").first()
         if row is None or row["run"] != network.run:
             raise JobSuperseded(f"network {network.pk} was deleted or restarted")
         if to not in ALLOWED[row["status"]]:
             raise TransitionError(f"network {network.pk}: {row['status']} → {to} is not allowed")
         fields: dict = {"status": to, "updated_at": timezone.now()}
+        if to != row["status"] or restart:
+            fields["status_since"] = _since(row, to, fields["updated_at"], restart=restart)
+            _stage_left(network.pk, row, to, fields["updated_at"])
         if reason is not None:
             fields["reason"] = reason[:5000]
         if progress is not None:
@@ -163,15 +181,27 @@ def network_move(
 
 
 def network_progress(*, network: Network, status: str, progress: int, stage: str) -> bool:
-    """A running job's report (every second at most): one conditional UPDATE.
+    """A running job's report (every second at most): one conditional UPDATE, and when
+    the status changes a read and a second one, which time the stage it leaves.
 
     False when the network is no longer running (cancelled, finished): the report is
     dropped. Raises JobSuperseded when it was deleted or restarted since it was read.
     """
-    sources = [s for s in RUNNING if status in ALLOWED[s]]
-    moved = Network.objects.filter(pk=network.pk, run=network.run, status__in=sources).update(
-        status=status, progress=Greatest("progress", progress), stage=stage[:200], updated_at=timezone.now()
-    )
+    now = timezone.now()
+    mine = Network.objects.filter(pk=network.pk, run=network.run)
+    change = {"progress": Greatest("progress", progress), "stage": stage[:200], "updated_at": now}
+    # The usual report keeps its status: one UPDATE, as before stages were timed.
+    moved = mine.filter(status=status).update(**change)
+    if not moved:
+        # A new status: the stage it leaves is timed, from the status it was read in
+        # (the conditional UPDATE below moves it only from there).
+        sources = [s for s in RUNNING if status in ALLOWED[s]]
+        row = mine.filter(status__in=sources).values(*_TIMED).first()
+        if row is not None:
+            moved = mine.filter(status=row["status"]).update(status=status, status_since=_since(row, status, now),
+                                                             **change)
+            if moved:
+                _stage_left(network.pk, row, status, now)
     if not moved:
         network_current(network)
     _notify(network.pk)
@@ -293,10 +323,14 @@ def network_mark_ranked(*, network_id: int, fields: dict, was: str) -> None:
     """The ranking's write: levels and judged numbers always; `ranked` only for a
     network whose pipeline reached the matrix (and still is where the ranking saw it)."""
     if was in (S.CROSS_EVALUATING, S.RANKED):
+        now = timezone.now()
+        row = Network.objects.filter(pk=network_id, status=was).values(*_TIMED).first() if was != S.RANKED else None
         moved = Network.objects.filter(pk=network_id, status=was).update(
             **fields, status=S.RANKED, progress=100, stage="ranked", reason="",
-            **({} if was == S.RANKED else {"ranked_at": timezone.now()}),
+            **({} if was == S.RANKED else {"ranked_at": now, "status_since": now}),
         )
+        if moved and row is not None:
+            _stage_left(network_id, row, S.RANKED, now)  # its cross-evaluation ended with the ranking
         if moved:
             return
     Network.objects.filter(pk=network_id).update(**fields)

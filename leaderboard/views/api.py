@@ -13,7 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from evaluator.services import lifecycle, storage
-from leaderboard import analysis_selectors, filters, model_cards, selectors, services
+from leaderboard import analysis_selectors, filters, model_cards, progress_selectors, selectors, services
 from leaderboard.auth import request_user, token_user
 from leaderboard.models import Benchmark
 from leaderboard.uploads import upload_problem
@@ -95,6 +95,8 @@ def benchmark_detail(request: HttpRequest, name: str) -> JsonResponse:
         "attack": {**bench.attack_config(), "universal_count": bench.universal_count,
                    "universal_xi": bench.universal_xi},
         "ladder": bench.ladder,
+        # Where its build stands (stage, reference, k of N, percent, time left); null once built.
+        "build": None if bench.state == Benchmark.State.READY else progress_selectors.build_progress(bench),
         "analysis": analysis_selectors.benchmark_api(benchmark=bench),
     })
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest, QueryDict
 from django.urls import reverse
 
-from leaderboard import filters
+from leaderboard import filters, progress_selectors
 from leaderboard.models import Benchmark
 
 PAGE_SIZE = 100
@@ -38,8 +38,11 @@ def board_context(request: HttpRequest, bench: Benchmark) -> dict[str, Any]:
     found = filters.board_page(user=request.user, benchmark=bench, filters=chosen,
                                page=request.GET.get("page"), per_page=PAGE_SIZE)
     rung = {pk: k for k, pk in enumerate(bench.ladder or [], start=1)}
+    # Time left of the running rows: one query for the page, none when nothing runs.
+    estimates = progress_selectors.network_estimates(row["network"] for row in found.rows)
     for row in found.rows:
         row["rung"] = rung.get(row["network"].pk)
+        row["estimate"] = estimates.get(row["network"].pk)
     export_query = _query(bench, chosen, benchmark=None)
     if export_query == "?":
         export_query = ""

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from leaderboard import selectors
+from leaderboard import progress_selectors, selectors
 from leaderboard.models import Benchmark
 
 
@@ -37,21 +37,11 @@ def ladder_size(bench: Benchmark) -> int:
 
 
 def building_context(bench: Benchmark | None, name: str) -> dict[str, Any]:
-    """The 'benchmark is being built' state, for a missing, new, building or failed benchmark."""
-    if bench is None:
-        return {"building": {"name": name, "state": "new", "stage": "not started yet",
-                             "progress": 0, "failed": False}}
-    if bench.state == Benchmark.State.READY:
+    """The 'benchmark is being built' state, for a missing, new, building or failed
+    benchmark: leaderboard.progress_selectors.build_progress, as the API gives it."""
+    if bench is not None and bench.state == Benchmark.State.READY:
         return {}
-    return {
-        "building": {
-            "name": bench.name,
-            "state": bench.state,
-            "stage": bench.stage or ("waiting for a worker" if bench.state == Benchmark.State.NEW else bench.state),
-            "progress": bench.progress or 0,
-            "failed": bench.state == Benchmark.State.FAILED,
-        }
-    }
+    return {"building": progress_selectors.build_progress(bench, name=name)}
 
 
 def query_suffix(bench: Benchmark | None) -> str:

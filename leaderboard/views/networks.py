@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from evaluator.models import AdversarialDataset
 from evaluator.services import lifecycle
 from leaderboard import badge as badges
-from leaderboard import gallery, plots, selectors, services
+from leaderboard import gallery, plots, progress_selectors, selectors, services
 from leaderboard.forms import UploadForm, size_limit_text
 from leaderboard.models import Benchmark, Network
 from leaderboard.uploads import upload_problem
@@ -165,6 +165,7 @@ def network_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "badge_markdown": f"[![robustness]({badge_url})]({page_url})",
         "info": {k: v for k, v in (network.info or {}).items() if k != "model_dir"},
         "running": network.is_running,
+        "estimate": progress_selectors.network_estimate(network),  # None unless running (no query then)
         "stages": [*Network.RUNNING, S.RANKED],
         "query": query_suffix(bench),
         "image_w": bench.width * gallery.scale_for(bench.height, bench.width),

@@ -122,6 +122,7 @@
       }
       if (percent) percent.textContent = data.progress;
       setBar(bar, data.progress);
+      setText($("#live-eta"), data.estimate && data.estimate.text);
       if (badge) { badge.textContent = data.status; badge.className = "badge status-" + data.status; }
       $$(".stages li", section).forEach(function (li) {
         li.classList.toggle("current", li.getAttribute("data-stage") === data.status);
@@ -146,8 +147,32 @@
         setBar($(".progress", row), n.progress);
         var text = $(".status-text", row);
         if (text) text.textContent = n.status;
+        setText($(".eta", row), n.estimate && n.estimate.text);
       });
       if (!stillRunning) return false;
+    });
+  }
+
+  function setText(el, text) {
+    if (el && typeof text === "string") el.textContent = text;
+  }
+
+  // The build banner (leaderboard/_building.html): the same fields from the benchmark's
+  // API every 2 s; the page reloads once the build has ended (ready or failed).
+  function liveBuild(section) {
+    poll(section.getAttribute("data-poll"), 2000, function (data) {
+      var build = data.build;
+      if (!build || build.state === "ready" || build.failed) {
+        window.location.reload();
+        return false;
+      }
+      setText($(".stage", section), build.stage);
+      setText($(".build-counts", section), build.counts_text);
+      setText($(".build-percent", section), build.progress + "%");
+      setText($(".eta", section), build.estimate && build.estimate.text);
+      var nothing = $(".build-nothing", section);  // once something is built, never again
+      if (nothing && !build.nothing_built) nothing.parentNode.removeChild(nothing);
+      setBar($(".progress", section), build.progress);
     });
   }
 
@@ -241,6 +266,8 @@
     if (live) liveNetwork(live);
     var board = $("table[data-poll]");
     if (board) liveLeaderboard(board);
+    var build = $("#build[data-poll]");
+    if (build) liveBuild(build);
     drawPlots();
     copyButtons();
     autosubmit();

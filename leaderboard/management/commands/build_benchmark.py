@@ -7,12 +7,20 @@ import_benchmark.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator.engine import builtins
 from evaluator.engine.suite import REFERENCES as RECIPES
 from evaluator.services import benchmarks
+from leaderboard import progress_selectors
+from leaderboard.management.database import require_migrated
 from leaderboard.models import Benchmark, Network
+
+# What evaluator.services.benchmarks reports at each step of a build: "[ 42%] stage".
+PROGRESS_LINE = re.compile(r"^\[\s*\d+%\] ")
 
 
 class Command(BaseCommand):
@@ -35,6 +43,7 @@ class Command(BaseCommand):
                                  "and for --rebuild the scale the reference was trained at")
 
     def handle(self, *args, name: str, rebuild: list[str], recipes: str, scale: float | None, **options) -> None:
+        require_migrated()
         if name in builtins.BUILTINS:
             bench = benchmarks.benchmark_get_or_create_builtin(name=name)
         else:
@@ -51,13 +60,28 @@ class Command(BaseCommand):
             have = set(Network.objects.filter(benchmark=bench, is_reference=True).values_list("recipe", flat=True))
             subset = [r for r in RECIPES if r in have | set(rebuild)]
         try:
+            report = self.reporter(bench)
             # The control first: it defines the universal set the others are re-measured on,
             # so rebuilding it after another reference would re-evaluate that one twice.
             for recipe in sorted(dict.fromkeys(rebuild), key=lambda r: r != benchmarks.CONTROL):
                 self.stdout.write(f"rebuilding reference {recipe}")
-                benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=self.stdout.write)
+                benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=report)
             bench = benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=1.0 if scale is None else scale,
-                                               report=self.stdout.write)
+                                               report=report)
         except benchmarks.BuildError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"benchmark {bench.name} ready: ladder of {len(bench.ladder)} references"))
+
+    def reporter(self, bench: Benchmark) -> Callable[[str], None]:
+        """The build's lines as they come; each progress line ("[ 42%] stage") also says
+        how many references are trained and ranked and the time left, from the same
+        selector as the leaderboard's banner and the API."""
+
+        def report(line: str) -> None:
+            if PROGRESS_LINE.match(line):
+                bench.refresh_from_db()
+                line = f"{line} · {progress_selectors.build_line(bench)}"
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        return report

@@ -10,6 +10,7 @@ from django.utils.text import slugify
 
 from evaluator.engine import builtins, datasets
 from evaluator.services.benchmarks import benchmark_store_dataset
+from leaderboard.management.database import require_migrated
 from leaderboard.models import Benchmark
 
 
@@ -43,6 +44,7 @@ class Command(BaseCommand):
     def handle(self, *args, name: str, folder: Path | None, npz: Path | None, size: str | None,
                channels: int | None, eval_fraction: float, epsilon: float | None, step: float | None,
                steps: int, xi: float | None, title: str, **options) -> None:
+        require_migrated()
         slug = slugify(name)
         if slug != name:
             raise CommandError(f"benchmark names are slugs (letters, digits, '-'): try {slug!r}")

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluator.services import lifecycle
 from evaluator.services.pipeline import network_run_pipeline
-from leaderboard import selectors, services
+from leaderboard import progress_selectors, selectors, services
+from leaderboard.management.database import require_migrated
 from leaderboard.models import Network
 
 
@@ -24,6 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--private", action="store_true")
 
     def handle(self, *args, path: Path, name: str | None, benchmark: str | None, private: bool, **options) -> None:
+        require_migrated()
         bench = selectors.benchmark_get(benchmark)
         if not bench.ladder:
             raise CommandError(
@@ -49,7 +51,7 @@ class Command(BaseCommand):
 
     def progress_printer(self, network_id: int) -> lifecycle.Watcher:
         """A line per change of stage, at most one a second within a stage (the same
-        status, percent and stage text as the network's page and the API)."""
+        status, percent, stage text and time left as the network's page and the API)."""
         last = {"status": "", "line": "", "at": 0.0}
 
         def show(pk: int, status: str, progress: int, stage: str) -> None:
@@ -58,7 +60,9 @@ class Command(BaseCommand):
             if pk != network_id or line == last["line"] or (status == last["status"] and now - last["at"] < 1.0):
                 return
             last.update(status=status, line=line, at=now)
-            self.stdout.write(line)
+            network = Network.objects.filter(pk=pk).first()
+            estimate = progress_selectors.network_estimate(network) if network is not None else None
+            self.stdout.write(line if estimate is None else f"{line} · {estimate.text}")
             self.stdout.flush()
 
         return show
