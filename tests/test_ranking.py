@@ -198,3 +198,82 @@ def test_deleted_network_leaves_matrix_and_ranking() -> None:
     data = matrix_gather(benchmark=suite.benchmark)
     assert gone.pk not in [n.pk for n in data.networks]
     assert len(data.networks) == 4
+
+
+def _audit(net: Network, predictions: np.ndarray, labels: np.ndarray) -> None:
+    from evaluator.models import AuditResult
+
+    right = int((predictions == labels).sum())
+    AuditResult.objects.create(network=net, epsilon=0.3, steps=50, restarts=2, correct=right, total=len(labels),
+                               accuracy=right / len(labels), low=0.0, high=1.0,
+                               predictions=storage.pack_predictions(predictions))
+
+
+def test_a_network_whose_own_attack_fails_is_judged_on_its_half_by_the_attacks_that_reach_it(client) -> None:
+    """A gradient decoy: its own targeted attack and the audit follow fake gradients and
+    change nothing (100% right), the references' images break it on 60%, and the
+    references are right on 70% of its harmless images. Read as "right on its own
+    images" by its targeted attack alone it would beat every reference (1.4n against at
+    most ~1.3n); by its worst case there (SPEC §2, results.own_halves) it is right on
+    40% of its own half and beats none."""
+    suite = fake_suite(references=3)
+    labels, n = suite.labels, len(suite.labels)
+    first = np.arange(n) < 0.4 * n
+    decoy = stored_network(suite, "decoy", labels.astype(np.uint8),
+                           {r.pk: _preds(labels, first) for r in suite.references},
+                           {r.pk: _preds(labels, np.arange(n) < 0.7 * n) for r in suite.references})
+    _audit(decoy, labels.astype(np.uint8), labels)
+    benchmark_rank(benchmark=suite.benchmark)
+    decoy.refresh_from_db()
+
+    ladder = [Network.objects.get(pk=pk) for pk in suite.benchmark.ladder]
+    by_targeted, by_worst = [], []
+    for ref in ladder:
+        ours_targeted, theirs = revised_counts(decoy, ref, labels)
+        on_theirs = (Evaluation.objects.get(network=decoy, source=ref).prediction_array() == labels).sum()
+        # Independent of the services: its own half is right only where every reference's
+        # image of that eval image also failed to fool it (the first 40%).
+        ours_worst = int(first.sum() + on_theirs)
+        by_targeted.append(ours_targeted > theirs)
+        by_worst.append(ours_worst > theirs)
+    assert ladder_engine.level(by_targeted) == 3  # what the targeted attack alone would say
+    assert decoy.level == ladder_engine.level(by_worst) == 0
+    # The network page's comparisons read the same halves.
+    from leaderboard.selectors import reference_comparisons
+
+    rows = [c for c in reference_comparisons(network=decoy) if "ours_correct" in c]
+    assert [c["ours_correct"] for c in rows] == [
+        int(first.sum() + (Evaluation.objects.get(network=decoy, source=r).prediction_array() == labels).sum())
+        for r in ladder]
+
+
+def test_a_references_half_never_moves_as_uploads_arrive() -> None:
+    """A reference's worst case on its half counts the references' sets, never an
+    upload's: an upload whose images fool every reference changes no reference's half,
+    level or score."""
+    from evaluator.services.results import own_halves
+
+    suite = fake_suite(references=3)
+    labels, n = suite.labels, len(suite.labels)
+    for ref in suite.references:
+        _audit(ref, ref.adversarial.prediction_array(), labels)
+    benchmark_rank(benchmark=suite.benchmark)
+    before = own_halves(suite.references, labels)
+    levels = {r.pk: Network.objects.get(pk=r.pk).level for r in suite.references}
+    stored_network(suite, "fools everyone", _preds(labels, np.zeros(n, bool)),
+                   {r.pk: _preds(labels, np.zeros(n, bool)) for r in suite.references},
+                   {r.pk: _preds(labels, np.zeros(n, bool)) for r in suite.references})
+    benchmark_rank(benchmark=suite.benchmark)
+    after = own_halves(suite.references, labels)
+    for ref in suite.references:
+        np.testing.assert_array_equal(before[ref.pk], after[ref.pk])
+        assert Network.objects.get(pk=ref.pk).level == levels[ref.pk]
+    # And each half is the AND of the reference's stored vectors, computed by hand.
+    ref = suite.references[1]
+    expected = (ref.adversarial.prediction_array() == labels)
+    for e in Evaluation.objects.filter(network=ref, source__isnull=True):
+        expected &= e.prediction_array() == labels
+    for other in suite.references:
+        if other.pk != ref.pk:
+            expected &= Evaluation.objects.get(network=ref, source=other).prediction_array() == labels
+    np.testing.assert_array_equal(after[ref.pk], expected)

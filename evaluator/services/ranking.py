@@ -100,6 +100,15 @@ def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> Matr
     return MatrixData(networks=networks, M=M, correct=correct)
 
 
+def own_halves_apply(data: MatrixData, halves: Mapping[int, np.ndarray]) -> None:
+    """Score each network on its own half of every comparison by its worst case there
+    (results.own_halves), not by its targeted attack alone: the diagonal of `correct`
+    is what the revised rule reads as "right on its own adversarial images"."""
+    for i, net in enumerate(data.networks):
+        if net.pk in halves:
+            data.correct[(i, i)] = halves[net.pk]
+
+
 @dataclass(frozen=True)
 class Ranking:
     ladder: list[int]  # network ids, R1 first
@@ -157,6 +166,8 @@ def benchmark_rank(*, benchmark: Benchmark) -> Ranking:
         # worst case, and the ladder breaks its ties by robust accuracy.
         labels = storage.eval_labels(benchmark.data_file) if benchmark.data_file else None
         results.networks_judge(data.networks, data.correct, labels, benchmark.num_classes)
+        if labels is not None:
+            own_halves_apply(data, results.own_halves(data.networks, labels))
         ranking = ranking_compute(data, reference_scores=benchmark.reference_scores)
         now = timezone.now()
         included = {n.pk for n in data.networks}

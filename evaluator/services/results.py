@@ -90,21 +90,40 @@ def summary_refresh(network: Network) -> None:
         acc = metrics.accuracy_from_counts(adv.whitebox_correct, adv.total)
         network.whitebox_accuracy, network.whitebox_low, network.whitebox_high = acc.value, acc.low, acc.high
         network.attack_success = adv.success_rate
+    labels, evidence = _stored_evidence(network, adv=adv, evals=evals)
+    network_judge(network, labels=labels, **evidence,
+                  failures=PeerFailure.objects.filter(network=network).count(),
+                  num_classes=network.benchmark.num_classes)
+    # Only these fields: a phase stored while the job still runs must not write back
+    # the status and progress bar this in-memory row had when it was read.
+    network.save(update_fields=[*SUMMARY_FIELDS, *JUDGED_FIELDS, "updated_at"])
+
+
+def _stored_evidence(network: Network, *, adv: AdversarialDataset | None, evals: dict[str, Evaluation]
+                     ) -> tuple[np.ndarray | None, dict]:
+    """(eval labels, robust_sets' keyword arguments) from what is stored for `network`."""
     labels = storage.eval_labels(network.benchmark.data_file) if network.benchmark.data_file else None
     peers = (
         Evaluation.objects.filter(network=network, kind=Evaluation.Kind.ADVERSARIAL, source__isnull=False)
         .exclude(source__status__in=[Network.Status.REJECTED, Network.Status.FAILED])
         .values_list("source__name", "predictions")
     )
-    network_judge(
-        network, labels=labels, adv=adv, audit=AuditResult.objects.filter(network=network).first(),
-        plain={e.kind: (e.prediction_array(), metrics.accuracy_from_counts(e.correct, e.total)) for e in evals.values()},
-        peers=[] if labels is None else [(name, np.frombuffer(bytes(p), np.uint8) == labels) for name, p in peers],
-        failures=PeerFailure.objects.filter(network=network).count(), num_classes=network.benchmark.num_classes,
-    )
-    # Only these fields: a phase stored while the job still runs must not write back
-    # the status and progress bar this in-memory row had when it was read.
-    network.save(update_fields=[*SUMMARY_FIELDS, *JUDGED_FIELDS, "updated_at"])
+    return labels, {
+        "adv": adv, "audit": AuditResult.objects.filter(network=network).first(),
+        "plain": {e.kind: (e.prediction_array(), metrics.accuracy_from_counts(e.correct, e.total))
+                  for e in evals.values()},
+        "peers": [] if labels is None else [(name, np.frombuffer(bytes(p), np.uint8) == labels) for name, p in peers],
+    }
+
+
+def network_robust_correct(network: Network) -> np.ndarray | None:
+    """Per eval image: is `network` right under every stored attack (the vector robust
+    accuracy counts); None until both of its own attacks are stored."""
+    evals = {e.kind: e for e in network.evaluations.filter(source__isnull=True)}
+    labels, evidence = _stored_evidence(network, adv=AdversarialDataset.objects.filter(network=network).first(),
+                                        evals=evals)
+    sets = robust_sets(labels, **evidence) if labels is not None else None
+    return metrics.robust_correct(sets) if sets else None
 
 
 def robust_sets(
@@ -190,6 +209,40 @@ def networks_judge(networks: Sequence[Network], correct: dict[tuple[int, int], n
         peers = [(other.name, correct[(i, j)]) for j, other in enumerate(networks) if j != i and (i, j) in correct]
         network_judge(net, labels=labels, adv=getattr(net, "adversarial", None), audit=audits.get(net.pk),
                       plain=plain[net.pk], peers=peers, failures=failures.get(net.pk, 0), num_classes=num_classes)
+
+
+def own_halves(networks: Sequence[Network], labels: np.ndarray) -> dict[int, np.ndarray]:
+    """{network id: its outcome on its own half of every pairwise comparison} (SPEC §2,
+    the revised rule; docs/METHODOLOGY.md). Per image of its own adversarial set: right
+    under its own targeted attack *and* every other attack fixed when it was evaluated:
+    the audit, the universal sets, the clean image and every reference's adversarial
+    image of that eval image. Its worst case without the uploads' sets, so it never
+    moves as uploads arrive; and a network whose gradients mislead its own attack (a
+    decoy, a lookup table) is still judged on its half by the attacks that do reach it,
+    instead of winning every comparison there. Before its audit is stored: its targeted
+    attack alone. Four queries whatever the number of networks."""
+    ids = [n.pk for n in networks]
+    plain: dict[int, Plain] = {pk: {} for pk in ids}
+    for pk, kind, packed, right, total in Evaluation.objects.filter(
+        network_id__in=ids, source__isnull=True
+    ).values_list("network_id", "kind", "predictions", "correct", "total"):
+        plain[pk][kind] = (np.frombuffer(bytes(packed), np.uint8), metrics.accuracy_from_counts(right, total))
+    audits = AuditResult.objects.in_bulk(ids, field_name="network_id") if ids else {}
+    references: dict[int, list[tuple[str, np.ndarray]]] = {pk: [] for pk in ids}
+    for pk, name, packed in (
+        Evaluation.objects.filter(network_id__in=ids, kind=Evaluation.Kind.ADVERSARIAL, source__is_reference=True)
+        .exclude(source__status__in=[Network.Status.REJECTED, Network.Status.FAILED])
+        .values_list("network_id", "source__name", "predictions")
+    ):
+        references[pk].append((name, np.frombuffer(bytes(packed), np.uint8) == labels))
+    out = {}
+    for net in networks:
+        adv = getattr(net, "adversarial", None)
+        if adv is None:
+            continue
+        sets = robust_sets(labels, adv=adv, audit=audits.get(net.pk), plain=plain[net.pk], peers=references[net.pk])
+        out[net.pk] = metrics.robust_correct(sets) if sets else adv.prediction_array() == labels
+    return out
 
 
 def audit_store(network: Network, value: dict, predictions: Path, own_universal: Path | None = None) -> None:

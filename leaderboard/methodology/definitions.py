@@ -193,7 +193,12 @@ def definitions() -> tuple[Definition, ...]:
         ), "M[A][B] = accuracy of A on the adversarial images made against B"),
         Definition("pairwise", "Pairwise robustness: which of two networks is more robust", (
             "A and B are scored on the *same* images: the union of adv(A) and adv(B), 2n images (each network "
-            "faces its own white-box attack and the other's transfer attack). A is **more robust** than B iff A "
+            "faces its own white-box attack and the other's transfer attack). On its own half a network counts "
+            "as right on an image only if it is also right under every other attack fixed when it was "
+            "evaluated: the [audit](#audit), the universal sets, the clean image and every reference's "
+            "adversarial image of that eval image (its [worst case](#robust-accuracy) without the uploads' sets, "
+            "so it never moves as uploads arrive). A network whose gradients mislead its own attack (a decoy, a "
+            "lookup table) therefore gains nothing on its half. A is **more robust** than B iff A "
             "is right on more of those images than B; equal counts are a tie, and a tie is not a win. The "
             "difference is tested with an exact [McNemar test](#mcnemar) on the paired per-image outcomes, and "
             f"p < {ladder.SIGNIFICANCE:g} marks it significant. Significance is reported beside each comparison; "
