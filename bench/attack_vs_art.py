@@ -1,6 +1,6 @@
 """Attack throughput: our targeted attack vs ART's PGD vs a bare tf.function loop.
 
-    .venv/bin/python bench/attack_vs_art.py [--repeats 3] [--batch-size 500] [--images 2000] [--no-art]
+    .venv/bin/python -m bench.attack_vs_art [--repeats 3] [--batch-size 500] [--images 2000] [--no-art]
                                             [--variants [--variant-images 1000]]
 
 All three run the same attack (targeted, L-inf eps=0.3, step 0.01, 40 steps, no random
@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

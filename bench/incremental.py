@@ -1,12 +1,12 @@
 """Incremental cost: wall time and evaluation count for adding the N-th network.
 
-    .venv/bin/python bench/incremental.py [--points 5,10,20,30,50]
+    .venv/bin/python -m bench.incremental [--points 5,10,20,30,50]
 
 On a private copy of the mini benchmark (3 references, 200 eval images, 20 attack steps;
 built once and cached by bench/_common.py), in-process services: each measured point
 registers the tests' tiny CNN and runs what a worker runs for an upload
 (network_evaluate: validate + attack + cross in one sandbox job, then benchmark_rank),
-with each phase's seconds from the job's log.
+with each phase's seconds from the job's timings (evaluator.selectors).
 
 Between points the suite is filled up to N - 1 networks with database clones of one
 pipeline-evaluated tiny CNN (same SavedModel folder, same adversarial set, every pair's
@@ -21,11 +21,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
-from upload_to_ranked import parse_phase_seconds, parse_sandbox_seconds  # noqa: E402
+from bench import _common as c
 
 
 def main() -> None:
@@ -35,13 +32,14 @@ def main() -> None:
     args = parser.parse_args()
     points = sorted(int(p) for p in args.points.split(","))
 
-    c.header("incremental cost of the N-th network", "python bench/incremental.py " + " ".join(sys.argv[1:]))
+    c.header("incremental cost of the N-th network", "python -m bench.incremental " + " ".join(sys.argv[1:]))
     template, _ = c.mini_template(fresh=args.fresh)
     work = c.copy_var(template, c.CACHE / "incremental-run")
     tiny = c.tiny_cnn_dir()
     c.django_setup(work, UPLOADS_PER_HOUR="100000")
 
     from evaluator.models import AdversarialDataset, Evaluation, Job
+    from evaluator.selectors import network_job_timings
     from evaluator.services import pipeline
     from evaluator.services.ranking import benchmark_rank
     from leaderboard import services
@@ -64,9 +62,9 @@ def main() -> None:
         evaluated = time.perf_counter()
         benchmark_rank(benchmark=bench)
         times = {"rank": time.perf_counter() - evaluated, "total": time.perf_counter() - start}
-        job = Job.objects.get(network=net, kind=Job.Kind.EVALUATE)
-        times.update(parse_phase_seconds(job.log))
-        times["sandbox"] = parse_sandbox_seconds(job.log)[0]
+        (job,) = network_job_timings(network=net)  # validate + attack + cross: one job
+        times.update(job.phases)
+        times["sandbox"] = job.sandbox_seconds
         times["evaluations"] = Evaluation.objects.count() - evals0
         times["jobs"] = Job.objects.count() - jobs0
         # The N-dependent work, timed inside the child per pair (row: read adv set + predict;

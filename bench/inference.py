@@ -1,6 +1,6 @@
 """Inference throughput: our batched predict vs a bare batched call of the same model.
 
-    .venv/bin/python bench/inference.py [--repeats 5] [--batch-size 1000] [--images 20000]
+    .venv/bin/python -m bench.inference [--repeats 5] [--batch-size 1000] [--images 20000]
 
   ours   LoadedNetwork.predict (the SavedModel through our loader: chunking, log-softmax,
          argmax, numpy out)
@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from attack_vs_art import control_model, load_data, report, timed_rounds  # noqa: E402
+
+from bench.attack_vs_art import control_model, load_data, report, timed_rounds  # noqa: E402
 
 
 def main() -> None:

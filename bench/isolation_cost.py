@@ -1,6 +1,6 @@
 """What bubblewrap costs per job, side by side with the sandbox without it.
 
-    .venv/bin/python bench/isolation_cost.py [--repeats 7] [--upload]
+    .venv/bin/python -m bench.isolation_cost [--repeats 7] [--upload]
 
 Alternating runs (the machine is shared and noisy: compare the ratios, not seconds):
 
@@ -9,30 +9,33 @@ Alternating runs (the machine is shared and noisy: compare the ratios, not secon
   spare hand-off        request → result of an empty job in a spare that is ready
   input staging         copying the tiny CNN (hashed against its manifest) + a dataset
   --upload              upload → ranked on the mini benchmark through a real deployment
-                        (web + worker), SANDBOX_ISOLATION off then on (bench/upload_to_ranked.py)
+                        (web + worker), SANDBOX_ISOLATION off then on (bench.upload_to_ranked)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
-
-from evaluator.engine import isolation  # noqa: E402
-from evaluator.engine.sandbox import SandboxLimits, SpareChild, run_in_sandbox  # noqa: E402
+from bench import _common as c
+from bench.probes import probe_import_tf, probe_noop
+from devkit.mini import mini_dataset_npz
+from evaluator.engine import isolation
+from evaluator.engine.sandbox import SandboxLimits, SpareChild, run_in_sandbox
 
 MODES = {"off": SandboxLimits(timeout_s=300, isolation=False), "bwrap": SandboxLimits(timeout_s=300)}
 
 
-def _timed(target: str, limits: SandboxLimits, **kw) -> float:
+def _timed(target: Callable[..., Any], limits: SandboxLimits, **kw) -> float:
     with tempfile.TemporaryDirectory(dir=c.CACHE) as tmp:
         started = time.perf_counter()
         r = run_in_sandbox(target, {}, workdir=Path(tmp), limits=limits, **kw)
@@ -47,7 +50,7 @@ def _spare_handoff(limits: SandboxLimits) -> float:
         while not spare.ready():
             time.sleep(0.02)
         started = time.perf_counter()
-        r = run_in_sandbox("bench._common:probe_noop", {}, workdir=Path(tmp), limits=limits, spare=spare)
+        r = run_in_sandbox(probe_noop, {}, workdir=Path(tmp), limits=limits, spare=spare)
         assert r.ok, r
         return time.perf_counter() - started
 
@@ -65,14 +68,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--upload", action="store_true", help="also upload → ranked, isolation off vs on")
     args = parser.parse_args()
-    c.header("isolation cost per job", "python bench/isolation_cost.py " + " ".join(sys.argv[1:]))
+    c.header("isolation cost per job", "python -m bench.isolation_cost " + " ".join(sys.argv[1:]))
     if problem := isolation.bwrap_problem():
         raise SystemExit(f"bubblewrap unavailable: {problem}")
     c.CACHE.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, fn in (
-        ("empty job, cold", lambda lim: _timed("bench._common:probe_noop", lim)),
-        ("TF import job, cold", lambda lim: _timed("bench._common:probe_import_tf", lim)),
+        ("empty job, cold", lambda lim: _timed(probe_noop, lim)),
+        ("TF import job, cold", lambda lim: _timed(probe_import_tf, lim)),
         ("spare hand-off (ready spare, empty job)", _spare_handoff),
     ):
         times: dict[str, list[float]] = {m: [] for m in MODES}
@@ -83,8 +86,6 @@ def main() -> None:
         rows.append((name, off, on, on - off, on / off))
     model = c.tiny_cnn_dir()
     dataset = Path(tempfile.mkdtemp(dir=c.CACHE)) / "dataset.npz"
-    from tests.conftest import mini_dataset_npz
-
     mini_dataset_npz(dataset, n_train=3000, n_eval=2000)  # mnist-5k's size
     stage = statistics.median(_staging(model, dataset) for _ in range(args.repeats))
     shutil.rmtree(dataset.parent, ignore_errors=True)
@@ -92,17 +93,13 @@ def main() -> None:
     print(c.table(rows, ["per job", "no bwrap s", "bwrap s", "added s", "ratio"]))
     print(f"(medians of {args.repeats} alternating runs)")
     if args.upload:
-        import subprocess
-
         totals = {}
         for mode in ("off", "on"):
             env = {**os.environ, "SANDBOX_ISOLATION": mode}
-            out = subprocess.run([sys.executable, str(Path(__file__).parent / "upload_to_ranked.py"), "--spare", "on"],
+            out = subprocess.run([sys.executable, "-m", "bench.upload_to_ranked", "--spare", "on"], cwd=c.ROOT,
                                  capture_output=True, text=True, env=env, check=False)
             if out.returncode:
                 raise SystemExit(f"upload_to_ranked with isolation {mode} failed:\n{out.stderr[-3000:]}")
-            import json
-
             totals[mode] = json.loads(out.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])["client_total"]
         print(c.table([("upload → ranked, mini benchmark (client view)", totals["off"], totals["on"],
                         totals["on"] / totals["off"])], ["", "isolation off s", "bwrap s", "ratio"]))

@@ -1,8 +1,8 @@
 """Page load in the browser (Debian's chromium through Playwright): network page and matrix.
 
-    .venv/bin/python bench/page_load.py [--rounds 5] [--mbit 20] [--rtt-ms 40]
+    .venv/bin/python -m bench.page_load [--rounds 5] [--mbit 20] [--rtt-ms 40]
 
-A fresh VAR_DIR with a file SQLite database; tests/fakes.py's fake_suite stores 10
+A fresh VAR_DIR with a file SQLite database; devkit/fakes.py's fake_suite stores 10
 references and 2 uploads with every pair of the matrix (no TensorFlow). The real web
 server (`manage.py run --no-worker --no-build`: collectstatic, waitress, whitenoise) is
 started on it, and Chromium loads each page --rounds times per profile:
@@ -26,10 +26,8 @@ import shutil
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+from bench import _common as c
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -78,7 +76,7 @@ def main() -> None:
     parser.add_argument("--mbit", type=float, default=20.0, help="throttled profile: download Mbit/s")
     parser.add_argument("--rtt-ms", type=float, default=40.0, help="throttled profile: round-trip time")
     args = parser.parse_args()
-    c.header("page load in Chromium", "python bench/page_load.py " + " ".join(sys.argv[1:]))
+    c.header("page load in Chromium", "python -m bench.page_load " + " ".join(sys.argv[1:]))
 
     work = c.CACHE / "page-load"
     shutil.rmtree(work, ignore_errors=True)
@@ -86,7 +84,7 @@ def main() -> None:
     d = c.deployment(work)
     d.manage("migrate")
     c.django_setup(work)
-    from tests.fakes import fake_suite
+    from devkit.fakes import fake_suite
 
     suite = fake_suite(references=10, uploads=2)
     pages = {"network page": f"/networks/{suite.uploads[0].pk}/", "matrix": "/matrix/"}

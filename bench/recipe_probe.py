@@ -1,8 +1,8 @@
 """Train a built-in benchmark's references in-process and probe each one (issue 15).
 
-    .venv/bin/python bench/recipe_probe.py digits-8x8
-    .venv/bin/python bench/recipe_probe.py mnist-5k-mlp
-    .venv/bin/python bench/recipe_probe.py digits-8x8 --recipes adv-trained --epsilon 0.297
+    .venv/bin/python -m bench.recipe_probe digits-8x8
+    .venv/bin/python -m bench.recipe_probe mnist-5k-mlp
+    .venv/bin/python -m bench.recipe_probe digits-8x8 --recipes adv-trained --epsilon 0.297
 
 A sanity check of the scaled recipes (docs/GENERALISATION.md), not the benchmark's
 numbers: every reference is trained with the benchmark's parameters (seed 0, one
@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:

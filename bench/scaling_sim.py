@@ -1,6 +1,6 @@
 """What the sparse comparison rule changes, on synthetic cross-attack matrices.
 
-    .venv/bin/python bench/scaling_sim.py [--uploads 500] [--seeds 3] [--rules 0:0,10:10,10:30,...] [--rank-cost 100,200,400]
+    .venv/bin/python -m bench.scaling_sim [--uploads 500] [--seeds 3] [--rules 0:0,10:10,10:30,...] [--rank-cost 100,200,400]
 
 The full matrix costs N(N-1) evaluations; past a few thousand networks it is replaced by
 the rule "every network against every reference, plus the current top-k and a random
@@ -12,7 +12,7 @@ pairwise rule, ladder_order, level_results, robustness_scores):
           quantiles); attack strength t = r + N(0, tau); true accuracy of a on adv(b)
           p_ab = sigmoid(alpha (r_a - t_b) + N(0, sigma)) (sigma: non-transitive pair
           noise), white-box p_bb lowered by a further `whitebox_gap` on the logit.
-  observe 2,000 images per adversarial set, each network right on each image
+  observe 2,000 images per adversarial set (--images), each network right on each image
           independently with p_ab: the observed M (diagonal = white-box) and the
           revised rule's win counts (a right, b wrong on adv(a) + adv(b)), drawn exactly
           from binomials given the attacked network's own outcomes.
@@ -25,12 +25,15 @@ pairwise rule, ladder_order, level_results, robustness_scores):
 Levels read only the references' pairs, and scores are Bradley-Terry among the
 references with every other network placed against them (issue 16), so by
 construction the rule changes neither; the table checks that, and shows the
-measurement noise floor (the same networks, images drawn again) for scale.
+measurement noise floor (the same networks, images drawn again) for scale. `--dump`
+writes the first seed's matrices, each rule's mask and every comparison to an .npz
+(tests/test_scaling_sim.py runs the script and checks them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -38,11 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from evaluator.engine import ladder as ladder_engine  # noqa: E402  (NumPy only, no TF)
+from bench import _common as c
+from evaluator.engine import ladder as ladder_engine  # NumPy only, no TF
 
 
 NOISE = (-1, -1)
@@ -234,6 +234,21 @@ def rank_cost(n: int, images: int = 2000, references: int = 10, seed: int = 0) -
     return {"n": n, "pairwise_wins_s": t_wins, "levels_scores_s": t_rank, "prediction_bytes": n * n * images}
 
 
+def dump(path: Path, latent: np.ndarray, p: np.ndarray, suite: Suite, again: Suite,
+         rules: list[tuple[int, int]]) -> None:
+    """One seed's truth, observations, levels and scores, each rule's mask and every
+    comparison (JSON under "summary"), for checking the simulation from outside."""
+    n = suite.M.shape[0]
+    arrays = {"latent": latent, "p": p, "M": suite.M, "wins": suite.wins, "refs": np.asarray(suite.refs),
+              "levels": levels(suite.wins, suite.refs, suite.M), "scores": scores(suite.wins, suite.refs),
+              "noise_M": again.M, "noise_wins": again.wins}
+    summary = {"noise": compare(suite, None, other=again), "full": compare(suite, ~np.eye(n, dtype=bool))}
+    for k, m in rules:
+        arrays[f"mask_{k}_{m}"] = mask = sparse_pairs(suite, k, m, seed=0)
+        summary[f"{k}:{m}"] = compare(suite, mask)
+    np.savez(path, summary=json.dumps(summary), **arrays)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--uploads", type=int, default=500)
@@ -242,18 +257,21 @@ def main() -> None:
     parser.add_argument("--rules", default="0:0,10:0,0:10,5:5,10:10,20:20,10:30,0:40")
     parser.add_argument("--pair-noise", type=float, default=0.3)
     parser.add_argument("--rank-cost", default="", help="also time the ranking's numeric part at these N, e.g. 100,200,400")
+    parser.add_argument("--images", type=int, default=2000, help="images per adversarial set")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write the first seed's matrices, masks and comparisons to this .npz")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import _common as c
 
-    c.header("sparse rule vs full matrix (synthetic)", "python bench/scaling_sim.py " + " ".join(sys.argv[1:]))
+    c.header("sparse rule vs full matrix (synthetic)", "python -m bench.scaling_sim " + " ".join(sys.argv[1:]))
     rules = [tuple(int(v) for v in r.split(":")) for r in args.rules.split(",")]
     results: dict[tuple[int, int], list[dict]] = {r: [] for r in [*rules, NOISE]}
     fit_s = []
     for seed in range(args.seeds):
         latent, p = true_accuracies(args.uploads, args.references, pair_noise=args.pair_noise, seed=seed)
-        suite = observe(latent, p, args.references, seed=seed + 10_000)
-        again = observe(latent, p, args.references, seed=seed + 20_000)
+        suite = observe(latent, p, args.references, images=args.images, seed=seed + 10_000)
+        again = observe(latent, p, args.references, images=args.images, seed=seed + 20_000)
+        if seed == 0 and args.dump:
+            dump(args.dump, latent, p, suite, again, rules)
         t = time.perf_counter()
         full = scores(suite.wins, suite.refs)
         fit_s.append(time.perf_counter() - t)
@@ -261,7 +279,7 @@ def main() -> None:
         for k, m in rules:
             results[(k, m)].append(compare(suite, sparse_pairs(suite, k, m, seed=seed), full))
     n = args.uploads + args.references
-    print(f"{n} networks ({args.references} references), 2,000 images per set, pair noise "
+    print(f"{n} networks ({args.references} references), {args.images:,} images per set, pair noise "
           f"{args.pair_noise}, {args.seeds} seeds; scores (reference BT + placement) "
           f"{c.median(fit_s):.2f} s (median)\n")
 

@@ -1,6 +1,6 @@
 """Screenshots of every page at 1280 and 390 px into docs/screenshots/ (named in README).
 
-    .venv/bin/python bench/screenshots.py [--var VAR_DIR] [--benchmark mini] [--out docs/screenshots]
+    .venv/bin/python -m bench.screenshots [--var VAR_DIR] [--benchmark mini] [--out docs/screenshots]
 
 The pages show real results: by default the tests' `mini` benchmark built through the
 real commands (bench/_common.py mini_template: 300 train / 200 eval MNIST digits, the
@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+from bench import _common as c
 
 WIDTHS = (1280, 390)
 CHROMIUM = "/usr/bin/chromium"

@@ -1,14 +1,15 @@
 """Upload → ranked: wall time per stage and the share that is TensorFlow compute.
 
-    .venv/bin/python bench/upload_to_ranked.py                        # mini benchmark (built once, cached)
-    VAR_DIR=/path/to/built/var .venv/bin/python bench/upload_to_ranked.py --benchmark mnist-5k
+    .venv/bin/python -m bench.upload_to_ranked                        # mini benchmark (built once, cached)
+    VAR_DIR=/path/to/built/var .venv/bin/python -m bench.upload_to_ranked --benchmark mnist-5k
 
-A real deployment in subprocesses (tests/deployment.py: waitress web server + one Celery
+A real deployment in subprocesses (devkit/deployment.py: waitress web server + one Celery
 worker, file SQLite, filesystem broker) on a private copy of a built VAR_DIR. The tests'
 tiny CNN is uploaded over HTTP (POST /api/networks) and polled every 0.2 s until ranked.
-Then the evaluate Job row gives the breakdown (started/finished, the sandbox's own seconds
-and each phase's seconds from the job log: validate, attack and cross run in ONE sandbox
-job), and probes run in the same sandbox measure what is overhead:
+Then the evaluate job's timings (evaluator.selectors: started/finished, the sandbox's own
+seconds and each phase's seconds: validate, attack, audit and cross run in ONE sandbox
+job) give the breakdown, and probes (bench/probes.py) run in the same sandbox measure what
+is overhead (the audit phase, the network's own universal perturbations, is shown whole):
 
   process start    a sandbox job that does nothing
   TF import        a sandbox job that only imports TensorFlow (minus the above)
@@ -26,40 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
-
-
-def parse_sandbox_seconds(log: str) -> tuple[float, float]:
-    """(seconds, peak MB) of the last successful sandbox attempt in a job log."""
-    found = re.findall(r"^ok in ([\d.]+) s, peak (\d+) MB", log, flags=re.M)
-    if not found:
-        return float("nan"), float("nan")
-    s, mb = found[-1]
-    return float(s), float(mb)
-
-
-def parse_phase_seconds(log: str) -> dict[str, float]:
-    """{"validation": s, "attack": s, "cross": s} from the evaluate job's "phases:" line."""
-    found = re.findall(r"^phases: (.*)$", log, flags=re.M)
-    return {name: float(s) for name, s in re.findall(r"(\w+) ([\d.]+) s", found[-1])} if found else {}
-
-
-def control_model_dir(work: Path, benchmark: str) -> Path:
-    """The extracted SavedModel of the benchmark's control reference in a built VAR_DIR."""
-    import sqlite3
-
-    db = sqlite3.connect(work / "db.sqlite3")
-    (info,) = db.execute(
-        "SELECT n.info FROM leaderboard_network n JOIN leaderboard_benchmark b ON n.benchmark_id = b.id "
-        "WHERE b.name = ? AND n.is_reference AND n.recipe = 'control'", (benchmark,)).fetchone()
-
-    return work / "media" / json.loads(info)["model_dir"]
+from bench import _common as c
+from bench import probes
 
 
 def run_deployment(work: Path, benchmark: str, poll_s: float, model: Path | None) -> dict:
@@ -67,7 +41,12 @@ def run_deployment(work: Path, benchmark: str, poll_s: float, model: Path | None
     d.manage("migrate")
     token = d.manage("create_token", "bench", "--create").stdout.strip().splitlines()[-1]
     if str(model) == "control":
-        model = control_model_dir(work, benchmark)
+        from django.db import connections
+
+        from evaluator.selectors import reference_model_dir
+
+        model = reference_model_dir(benchmark=benchmark, recipe="control")
+        connections.close_all()  # the deployment owns the database from here
     archive = c.zip_folder(model or c.tiny_cnn_dir())
     d.start_web()
     d.start_worker()
@@ -104,13 +83,11 @@ def run_deployment(work: Path, benchmark: str, poll_s: float, model: Path | None
 
 def compare_spare_modes() -> None:
     """Run this bench twice in turn, spare on and off, and put the two side by side."""
-    import subprocess
-
     argv = [a for a in sys.argv[1:] if not a.startswith("--spare")]
     results = []
     for mode in ("on", "off"):
-        out = subprocess.run([sys.executable, __file__, *argv, "--spare", mode], capture_output=True,
-                             text=True, check=False)
+        out = subprocess.run([sys.executable, "-m", "bench.upload_to_ranked", *argv, "--spare", mode],
+                             cwd=c.ROOT, capture_output=True, text=True, check=False)
         print(out.stdout, end="")
         if out.returncode:
             raise SystemExit(f"--spare {mode} failed:\n{out.stderr[-4000:]}")
@@ -138,7 +115,7 @@ def main() -> None:
         return compare_spare_modes()
     os.environ["SANDBOX_SPARE"] = "true" if args.spare == "on" else "false"
 
-    c.header("upload → ranked, per stage", "python bench/upload_to_ranked.py " + " ".join(sys.argv[1:]))
+    c.header("upload → ranked, per stage", "python -m bench.upload_to_ranked " + " ".join(sys.argv[1:]))
     if args.benchmark == "mini":
         source, built = c.mini_template(fresh=args.fresh)
         if built:
@@ -148,26 +125,26 @@ def main() -> None:
             raise SystemExit("--benchmark other than mini needs VAR_DIR pointing to a built VAR_DIR")
         source = Path(os.environ["VAR_DIR"]).resolve()
     work = c.copy_var(source, c.CACHE / f"upload-run-{args.benchmark}")
+    c.django_setup(work)  # this process reads the private copy; the deployment writes it
     # Overhead probes before and after the upload (the machine's load drifts): medians of both.
     noops, imports = [], []
 
     def probe_overheads() -> None:
         for _ in range(args.repeats):
-            noops.append(c.sandbox("bench._common:probe_noop").seconds)
-            imports.append(c.sandbox("bench._common:probe_import_tf"))
+            noops.append(c.sandbox(probes.probe_noop).seconds)
+            imports.append(c.sandbox(probes.probe_import_tf))
 
     probe_overheads()
     run = run_deployment(work, args.benchmark, args.poll, args.model)
 
-    c.django_setup(work)
-    from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
+    from evaluator.models import AdversarialDataset, Evaluation, UniversalSet
+    from evaluator.selectors import network_job_timings
     from evaluator.services import storage
     from evaluator.services.ranking import benchmark_rank
     from leaderboard.models import Network
 
     net = Network.objects.select_related("benchmark").get(pk=run["id"])
     bench = net.benchmark
-    jobs = {j.kind: j for j in Job.objects.filter(network=net)}
     adv = AdversarialDataset.objects.get(network=net)
     universal = UniversalSet.objects.filter(benchmark=bench).first()
     rows = Evaluation.objects.filter(network=net, source__isnull=False)
@@ -185,7 +162,7 @@ def main() -> None:
     noop = c.median(noops)
     imp = imports
     import_wall = c.median([r.seconds for r in imp])
-    probe = c.sandbox("bench._common:probe_model", {
+    probe = c.sandbox(probes.probe_model, {
         "model_dir": str(storage.media_path(net.info["model_dir"])),
         "dataset": str(storage.media_path(bench.data_file)),
         "universal": str(storage.media_path(universal.file)) if universal else None,
@@ -202,9 +179,9 @@ def main() -> None:
     # ---------------------------------------------------------------- timeline
     created = net.created_at.timestamp()
     ranked = net.ranked_at.timestamp()
-    job = jobs["evaluate"]  # validate + attack + cross in one sandbox job
-    sandbox_s = parse_sandbox_seconds(job.log)[0]
-    phase_s = parse_phase_seconds(job.log)
+    job = network_job_timings(network=net)[0]  # validate + attack + audit + cross: one sandbox job
+    sandbox_s = job.sandbox_seconds
+    phase_s = job.phases
     # The first predict after loading retraces the graph for the full batch size: that
     # part is overhead (tracing), the second identical predict is the compute.
     trace = max(0.0, probe["predict_clean"] - probe["predict_clean_again"])
@@ -220,7 +197,7 @@ def main() -> None:
     reads = probe["import_engine"] + probe["load_dataset"]  # engine modules + dataset file
     # A warm job ran in the spare child, which had started and imported TF before the
     # upload; a cold one pays both, the import inside its validation phase (lazy import).
-    warm = "(warm child)" in job.log
+    warm = job.warm
     tf_import = 0.0 if warm else max(0.0, import_wall - noop)
     start = 0.0 if warm else noop
     loads["validation"] += tf_import
@@ -229,6 +206,10 @@ def main() -> None:
     for k in ("validation", "attack", "cross"):
         table.append((f"  {k} phase", None, phase_s.get(k), compute[k], loads[k],
                       phase_s.get(k, float("nan")) - loads[k] - compute[k]))
+    # Phases the probes do not split (the audit: the network's own universal perturbations).
+    unsplit = {k: seconds for k, seconds in phase_s.items() if k not in compute}
+    for k, seconds in unsplit.items():
+        table.append((f"  {k} phase (not split)", None, seconds, None, None, None))
     in_job_rest = sandbox_s - sum(phase_s.values())
     table.append(("  before the phases (process start, dataset read)", None, in_job_rest, None,
                   start, in_job_rest - start))
@@ -248,8 +229,9 @@ def main() -> None:
         ("TensorFlow import" + (" (done by the spare before the upload)" if warm else ""), tf_import),
         ("model scan + load + trace (own ×1, every peer ×1)", own_loads),
         ("engine import + dataset read", reads),
+        *[(f"{k} phase, not split (compute and overhead)", seconds) for k, seconds in unsplit.items()],
         ("rest inside the job (unpack, write arrays; ± probe noise)",
-         sandbox_s - start - tf_import - own_loads - tf_compute - reads),
+         sandbox_s - start - tf_import - own_loads - tf_compute - reads - sum(unsplit.values())),
         ("job bookkeeping outside the sandbox (Job row, heartbeats, storing phases)",
          job.seconds - sandbox_s),
         ("upload saved → job starts: DB writes + queue hand-off", gap),

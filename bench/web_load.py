@@ -1,8 +1,8 @@
 """Web layer with 1,000 networks: SQL queries per request, p50/p95 latency under load.
 
-    .venv/bin/python bench/web_load.py [--networks 1000] [--duration 8] [--connections 4] [--rounds 2]
+    .venv/bin/python -m bench.web_load [--networks 1000] [--duration 8] [--connections 4] [--rounds 2]
 
-1. A fresh VAR_DIR with a file SQLite database (what `manage.py run` uses). tests/fakes.py's
+1. A fresh VAR_DIR with a file SQLite database (what `manage.py run` uses). devkit/fakes.py's
    fake_suite stores 10 references and 2 uploads with every pair of the matrix (no
    TensorFlow); the queries per request are counted in-process (Django test client +
    CaptureQueriesContext). Then uploads are bulk-added up to --networks, each with its
@@ -26,10 +26,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+from bench import _common as c
 
 LUA = """
 done = function(summary, latency, requests)
@@ -70,7 +68,7 @@ def populate_rest(total: int, targets: list, user) -> None:
     from evaluator.models import AdversarialDataset, Evaluation
     from evaluator.services import storage
     from leaderboard.models import Benchmark, Network
-    from tests import fakes
+    from devkit import fakes
 
     bench = Benchmark.objects.get(name="mnist-5k")
     labels = storage.eval_labels(bench.data_file)
@@ -178,7 +176,7 @@ def matrix_growth(sizes: list[int]) -> None:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from tests.fakes import fake_network, fake_suite
+    from devkit.fakes import fake_network, fake_suite
 
     suite = fake_suite(references=10, uploads=0)
     peers = list(suite.references)
@@ -225,13 +223,16 @@ def main() -> None:
                         help="instead: time /api/matrix and /matrix/ on full matrices of these N, e.g. 25,50,100")
     args = parser.parse_args()
     c.header(f"web layer with {args.networks} networks" if not args.matrix_sizes else "matrix views vs N",
-             "python bench/web_load.py " + " ".join(sys.argv[1:]))
+             "python -m bench.web_load " + " ".join(sys.argv[1:]))
 
     work = c.CACHE / ("web-run" if not args.matrix_sizes else "matrix-run")
     shutil.rmtree(work, ignore_errors=True)
     (work / "staticfiles").mkdir(parents=True)
     d = c.deployment(work)
     d.manage("migrate")
+    # The pages name fingerprinted static files (a manifest storage): collected first, as
+    # `manage.py run` does, or the in-process requests below fail on the missing manifest.
+    d.manage("collectstatic", "--noinput", "--verbosity", "0")
     c.django_setup(work)
     if args.matrix_sizes:
         matrix_growth([int(x) for x in args.matrix_sizes.split(",")])
@@ -239,7 +240,7 @@ def main() -> None:
     from django.contrib.auth.models import User
 
     from leaderboard.models import Network
-    from tests.fakes import fake_suite
+    from devkit.fakes import fake_suite
 
     t = time.perf_counter()
     user = User.objects.create_user("alice", password="pw-alice-123")

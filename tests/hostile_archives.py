@@ -1,4 +1,4 @@
-"""Hostile archives for tests/test_hostile.py: builders of zip and tar payloads (bombs,
+"""Hostile archives for tests/test_hostile_archives.py: builders of zip and tar payloads (bombs,
 traversal, links, devices, truncation), and the context every payload aims from."""
 
 from __future__ import annotations

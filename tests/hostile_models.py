@@ -1,4 +1,4 @@
-"""Hostile and broken SavedModels for tests/test_hostile.py: ops that read, write or
+"""Hostile and broken SavedModels for tests/test_hostile_models.py: ops that read, write or
 reach the network (hidden in loops, branches, nested functions), contract breakers,
 resource hogs. Each builder exports a model folder and returns its path."""
 

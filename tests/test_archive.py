@@ -23,6 +23,7 @@ from evaluator.engine.archive import (
     ArchiveLimits,
     extract_archive,
     find_saved_model,
+    pack_folder,
     unpack_upload,
 )
 from evaluator.engine.errors import ArchiveError
@@ -305,3 +306,26 @@ def test_oversized_tar_metadata_is_not_read(box: tuple[Path, Path], monkeypatch:
     inbox, dest = box
     archive = make_targz(inbox / "u.tgz", [tar_file("m/" + "x" * 200, b"x"), tar_file("m/saved_model.pb", b"pb")])
     assert_rejected(archive, dest, "oversized tar metadata header")
+
+
+def test_a_packed_folder_unpacks_to_the_same_files(box: tuple[Path, Path]) -> None:
+    inbox, dest = box
+    folder = inbox / "export"
+    files = {"saved_model.pb": b"\x08\x01", "variables/variables.index": b"idx", "assets/a/b.txt": b"deep"}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    archive = inbox / "m.zip"
+    pack_folder(folder, archive, prefix="exported", extra={"assets/nonce.txt": "n1"})
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist() == ["exported/assets/a/b.txt", "exported/saved_model.pb",
+                                 "exported/variables/variables.index", "exported/assets/nonce.txt"]
+    model = unpack_upload(archive, dest)
+    assert model == dest / "exported"
+    unpacked = {str(p.relative_to(model)): p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    assert unpacked == {**files, "assets/nonce.txt": b"n1"}
+    # Into a stream too (what the tools upload), byte for byte the same without the extra.
+    buf = io.BytesIO()
+    pack_folder(folder, buf, prefix="exported")
+    with zipfile.ZipFile(buf) as zf:
+        assert {n: zf.read(n) for n in zf.namelist()} == {f"exported/{k}": v for k, v in files.items()}

@@ -133,7 +133,9 @@ def _no_duplicates(d: Deployment) -> int:
 
 
 @pytest.mark.parametrize("which", ["sqlite_deployment", "postgres_deployment"])
-def test_ten_concurrent_uploads_all_ranked_matrix_complete(which, request, tiny_cnn_dir) -> None:
+def test_ten_concurrent_uploads_all_ranked_matrix_complete(which, request, mini_benchmark, tiny_cnn_dir) -> None:
+    # mini_benchmark by name (the deployment is looked up below): built before the test
+    # starts and its rows back if a flushing test ran first (tests/conftest.py).
     d: Deployment = request.getfixturevalue(which)
     while len(d.workers) < 2:
         d.start_worker()

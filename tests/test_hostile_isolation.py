@@ -33,7 +33,7 @@ from tests.hostile_checkpoint_models import (
     writes_outside_scratch,
 )
 from tests.hostile_models import m_infinite_loop
-from tests.test_hostile import ctx, upload, uploader  # noqa: F401  (fixtures)
+from tests.hostile_upload import ctx, upload, uploader  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 S = Network.Status

@@ -2,7 +2,7 @@
 
 Each test runs a real child (targets in tests/sandbox_targets.py) and checks from the
 outside what it could do; the product-path attacks through real models are in
-tests/test_hostile.py.
+tests/test_hostile_models.py and tests/test_hostile_isolation.py.
 """
 
 from __future__ import annotations

@@ -140,9 +140,13 @@ def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:
     job, net = _job_and_network()
     spares.spare_prepare()
     _wait_ready(spares)
+    parents = spares._spare
     spares._spare_owner = -1  # as if started by the process this one was forked from
-    value = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs={"name": "tests.slow_import"},
-                    network=net)
+    try:
+        value = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs={"name": "tests.slow_import"},
+                        network=net)
+    finally:
+        parents.discard()  # the parent's to stop in a real fork; here it would outlive the test
     assert value["loaded"] is False
 
 

@@ -112,6 +112,19 @@ def unpack_upload(archive: Path, dest: Path, limits: ArchiveLimits = ArchiveLimi
         raise
 
 
+def pack_folder(folder: Path, target: Path | BinaryIO, *, prefix: str = "model",
+                extra: dict[str, str] | None = None) -> None:
+    """A SavedModel folder as the .zip unpack_upload accepts: every file, in sorted order,
+    one folder deep under `prefix`, deflated; `extra` {relative name: text} adds members
+    (the tools' per-call nonce). The one way the project zips a model folder."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                zf.write(path, Path(prefix) / path.relative_to(folder))
+        for name, text in (extra or {}).items():
+            zf.writestr(str(Path(prefix) / name), text)
+
+
 # --- format detection ---------------------------------------------------------------
 
 

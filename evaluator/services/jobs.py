@@ -396,6 +396,9 @@ def _job_attempts(
             raise JobSuperseded(f"job {job.pk} was taken over by a newer attempt")
         job.peak_rss_mb = max(job.peak_rss_mb or 0.0, result.peak_rss_mb)
         job.append_log(f"{result.outcome} in {result.seconds:.1f} s, peak {result.peak_rss_mb:.0f} MB")
+        # The same as numbers (the last attempt's), for what reads them: evaluator.selectors.
+        job.timings = {**job.timings, "sandbox": {"seconds": result.seconds, "peak_mb": result.peak_rss_mb,
+                                                  "outcome": result.outcome, "warm": bool(warm)}}
         if job.state == Job.State.CANCELLED:
             job.save()
             raise JobCancelled(f"job {job.pk} was cancelled")

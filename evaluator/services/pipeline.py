@@ -169,8 +169,10 @@ def _network_job(network: Network, *, validate: bool, attack: bool, peers_todo: 
     results.rows_store(network, {p.pk: p for p in peers_todo}, value["cross"], out_dir / "cross.npz")
     storage.remove_tree(out_dir)
     job.refresh_from_db()
-    job.append_log("phases: " + ", ".join(f"{name} {part['phase_seconds']:.2f} s" for name, part in value.items()))
-    job.save(update_fields=["log"])
+    phases = {name: part["phase_seconds"] for name, part in value.items()}
+    job.timings = {**job.timings, "phases": phases}
+    job.append_log("phases: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items()))
+    job.save(update_fields=["log", "timings"])
     return True
 
 
