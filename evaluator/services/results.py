@@ -187,6 +187,16 @@ def network_judge(
     network.flag_notes = {f.name: f.note for f in found}
 
 
+def _own_evidence(ids: list[int]) -> tuple[dict[int, Plain], dict[int, AuditResult]]:
+    """Every network's plain evaluations and audit, in two queries."""
+    plain: dict[int, Plain] = {pk: {} for pk in ids}
+    for pk, kind, packed, right, total in Evaluation.objects.filter(
+        network_id__in=ids, source__isnull=True
+    ).values_list("network_id", "kind", "predictions", "correct", "total"):
+        plain[pk][kind] = (np.frombuffer(bytes(packed), np.uint8), metrics.accuracy_from_counts(right, total))
+    return plain, AuditResult.objects.in_bulk(ids, field_name="network_id") if ids else {}
+
+
 def networks_judge(networks: Sequence[Network], correct: dict[tuple[int, int], np.ndarray],
                    labels: np.ndarray | None, num_classes: int) -> None:
     """network_judge for every network of a ranking in a fixed number of queries.
@@ -195,12 +205,7 @@ def networks_judge(networks: Sequence[Network], correct: dict[tuple[int, int], n
     diagonal its own attack), so the transfer sets are exactly the matrix's cells.
     """
     ids = [n.pk for n in networks]
-    plain: dict[int, Plain] = {pk: {} for pk in ids}
-    for pk, kind, packed, right, total in Evaluation.objects.filter(
-        network_id__in=ids, source__isnull=True
-    ).values_list("network_id", "kind", "predictions", "correct", "total"):
-        plain[pk][kind] = (np.frombuffer(bytes(packed), np.uint8), metrics.accuracy_from_counts(right, total))
-    audits = AuditResult.objects.in_bulk(ids, field_name="network_id") if ids else {}
+    plain, audits = _own_evidence(ids)
     failures = dict(
         PeerFailure.objects.filter(network_id__in=ids).values("network_id").annotate(n=Count("pk"))
         .values_list("network_id", "n")
@@ -222,12 +227,7 @@ def own_halves(networks: Sequence[Network], labels: np.ndarray) -> dict[int, np.
     instead of winning every comparison there. Before its audit is stored: its targeted
     attack alone. Four queries whatever the number of networks."""
     ids = [n.pk for n in networks]
-    plain: dict[int, Plain] = {pk: {} for pk in ids}
-    for pk, kind, packed, right, total in Evaluation.objects.filter(
-        network_id__in=ids, source__isnull=True
-    ).values_list("network_id", "kind", "predictions", "correct", "total"):
-        plain[pk][kind] = (np.frombuffer(bytes(packed), np.uint8), metrics.accuracy_from_counts(right, total))
-    audits = AuditResult.objects.in_bulk(ids, field_name="network_id") if ids else {}
+    plain, audits = _own_evidence(ids)
     references: dict[int, list[tuple[str, np.ndarray]]] = {pk: [] for pk in ids}
     for pk, name, packed in (
         Evaluation.objects.filter(network_id__in=ids, kind=Evaluation.Kind.ADVERSARIAL, source__is_reference=True)
