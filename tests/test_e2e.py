@@ -6,6 +6,7 @@ middle of an attack and check the job completes with exactly one row per pair.""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import shutil
 import time
 from pathlib import Path
@@ -66,18 +67,40 @@ def sqlite_deployment(built: Deployment):
 def postgres_deployment(state: Path, tmp_path_factory):
     need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
     need(port_open("127.0.0.1", 6379), "Redis is not listening on 127.0.0.1:6379")
-    import redis
-
-    # A clean queue: messages left by an earlier, interrupted run would be noise.
-    redis.Redis(host="127.0.0.1", port=6379, db=7).flushdb()
+    db = _claim_redis_db()
     url = create_postgres_database()
-    d = _deploy(state, tmp_path_factory.mktemp("pg"), url, "redis://127.0.0.1:6379/7")
+    d = _deploy(state, tmp_path_factory.mktemp("pg"), url, f"redis://127.0.0.1:6379/{db}")
     d.start_web()
     d.start_worker()
     d.start_worker()
     yield d
     d.stop()
     drop_postgres_database(url)
+    _redis(db).flushdb()  # the claim goes with it
+
+
+def _redis(db: int):
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=6379, db=db)
+
+
+CLAIM = "robustness-ladder-test-run"
+
+
+def _claim_redis_db() -> int:
+    """A Redis database of this run's own (1-15): two runs on one machine (a developer's
+    and a CI clone) sharing one would each have their workers take the other's tasks.
+    Claimed with SET NX (expiring, should a run be killed), then emptied of whatever an
+    interrupted run left, except the claim."""
+    for db in range(1, 16):
+        r = _redis(db)
+        if r.set(CLAIM, os.getpid(), nx=True, ex=3 * 3600):
+            for key in r.scan_iter():
+                if key != CLAIM.encode():
+                    r.delete(key)
+            return db
+    pytest.fail("no free Redis database (1-15) for this run: another run holds each")
 
 
 def _token(d: Deployment, user: str) -> str:
