@@ -196,3 +196,20 @@ def test_an_admin_cancel_stops_the_running_child_within_seconds(tmp_path) -> Non
     net.refresh_from_db()
     assert job.state == Job.State.CANCELLED
     assert (net.status, net.reason) == (S.FAILED, "cancelled by an administrator")
+
+
+def test_a_zombie_worker_counts_as_dead() -> None:
+    """A killed worker nobody reaped answers signals but runs nothing: its jobs are orphans."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from evaluator.services.reaper import _pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    assert _pid_alive(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    time.sleep(0.3)  # not waited for: a zombie until reaped
+    assert not _pid_alive(child.pid)
+    child.wait()

@@ -38,7 +38,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed worker whose parent never reaps it stays a zombie: signalable, yet dead.
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return True  # no /proc here: the signal's answer is all there is
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _orphaned(job: Job, now) -> bool:
