@@ -77,3 +77,12 @@ def test_deployment_seeds_are_63_bit_and_reproducible(net, mnist_small):
     first = universal_perturbations(net, x_train, y_train, config, seed=big)
     np.testing.assert_array_equal(first, universal_perturbations(net, x_train, y_train, config, seed=big))
     assert not np.array_equal(first, universal_perturbations(net, x_train, y_train, config, seed=big - 1))
+
+
+def test_side_by_side_fits_do_not_touch_each_other(net, mnist_small):
+    # The K perturbations share one compiled step; perturbation 0 of a set of three must
+    # be what it is when fitted alone (its own subset, order and gradient).
+    x_train, y_train, _, _ = mnist_small
+    three = universal_perturbations(net, x_train, y_train, UniversalConfig(count=3, epochs=2, subset=200), seed=5)
+    alone = universal_perturbations(net, x_train, y_train, UniversalConfig(count=1, epochs=2, subset=200), seed=5)
+    np.testing.assert_allclose(three[0], alone[0], atol=1e-6)

@@ -18,7 +18,8 @@ is monotone by construction and the full-ε audit spends its steps on robust ima
 
 Cost: the full-ε point is at most restarts × steps = 100 gradient steps per image still
 right (the targeted attack: 40), the three smaller points 10 each, so 130 at worst; a
-deterministic network's image stops as soon as it is fooled. Measured on mnist-5k's 2,000
+deterministic network's image stops as soon as it is fooled and leaves its batch at the
+next block of steps (on the tiny CNN: 41,860 gradient steps instead of 54,710, same answers). Measured on mnist-5k's 2,000
 eval images (2 shared CPU cores): an adversarially trained CNN 1.7x the targeted attack's
 time (97 steps per image: 106 s vs 182 s), the stochastic noise defense (EOT 4 in both)
 0.9x; an undefended CNN far less. A stronger audit (5 restarts x 100 steps) found only
@@ -60,6 +61,8 @@ class AuditConfig:
     eot_samples: int = 4
     judge_samples: int = 8
     batch_size: int = 500
+    # Steps between two removals of the images already fooled (deterministic networks).
+    block_steps: int = 5
     # The random starts are drawn from this seed (stateless), so a deterministic network
     # gets the same audit on every run.
     seed: int = 0
@@ -110,64 +113,68 @@ def _loss_and_margin(net: LoadedNetwork, adv: tf.Tensor, y: tf.Tensor, samples: 
     return grad, margin / samples
 
 
-def audit_function(net: LoadedNetwork, *, steps: int, eot_samples: int, batch: int | None) -> Callable:
-    """The compiled run for one batch shape: (x, y, epsilon, step, seed) -> adversarial.
+def audit_functions(net: LoadedNetwork, *, eot_samples: int, batch: int | None) -> tuple[Callable, Callable]:
+    """The compiled run for one batch shape, in two parts, so a run can be cut into blocks
+    of steps with the fooled images taken out between blocks:
 
-    Returns, per image, the iterate with the largest margin seen. For a deterministic
-    network an image stops moving once it is fooled and the loop ends when every image
-    of the batch is; a stochastic one runs every step (one noisy "fooled" proves nothing).
+    - start (x, y, epsilon, seed) -> state: a uniform random start in the ball, looked at;
+    - steps (x, y, *state, epsilon, step, n) -> state: n more steps, each looked at.
+
+    state = (adv, grad, best, best_margin, fooled): the current iterate and its gradient,
+    the iterate with the largest margin seen and that margin, and whether the image was
+    fooled. For a deterministic network an image stops moving once it is fooled and a
+    block ends early when every image of the batch is; a stochastic one runs every step
+    (one noisy "fooled" proves nothing).
     """
     deterministic = eot_samples == 1
-    key = ("audit", steps, eot_samples, batch)
+    key = ("audit", eot_samples, batch)
     if key in net.function_cache:
         return net.function_cache[key]
     h, w, c = net.info.input_shape
+    images = tf.TensorSpec([batch, h, w, c], tf.float32)
+    per_image = tf.TensorSpec([batch], tf.float32)
+    labels = tf.TensorSpec([batch], tf.int32)
+    scalar = tf.TensorSpec([], tf.float32)
 
-    def run(x, y, epsilon, step, seed):
+    def look(adv, y, best, best_margin, fooled):
+        grad, margin = _loss_and_margin(net, adv, y, eot_samples)
+        better = margin > best_margin
+        best = tf.where(better[:, None, None, None], adv, best)
+        if deterministic:
+            fooled = tf.logical_or(fooled, margin > 0)
+        return grad, best, tf.maximum(margin, best_margin), fooled
+
+    def start(x, y, epsilon, seed):
+        noise = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
         # The intersection of the ε ball and [0, 1] is a box: one clip projects.
+        adv = tf.clip_by_value(x + epsilon * noise, tf.maximum(x - epsilon, 0.0), tf.minimum(x + epsilon, 1.0))
+        fooled = tf.zeros(tf.shape(x)[:1], tf.bool)
+        grad, best, best_margin, fooled = look(adv, y, adv, tf.fill(tf.shape(x)[:1], -np.inf), fooled)
+        return adv, grad, best, best_margin, fooled
+
+    def steps(x, y, adv, grad, best, best_margin, fooled, epsilon, step, n):
         x_low = tf.maximum(x - epsilon, 0.0)
         x_high = tf.minimum(x + epsilon, 1.0)
-        start = x + epsilon * tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0)
-        adv = tf.clip_by_value(start, x_low, x_high)
-        best = adv
-        best_margin = tf.fill(tf.shape(x)[:1], -np.inf)
-        fooled = tf.zeros(tf.shape(x)[:1], tf.bool)
 
-        def keep(adv, best, best_margin, margin):
-            better = margin > best_margin
-            return tf.where(better[:, None, None, None], adv, best), tf.maximum(margin, best_margin)
-
-        def body(i, adv, best, best_margin, fooled):
-            grad, margin = _loss_and_margin(net, adv, y, eot_samples)
-            best, best_margin = keep(adv, best, best_margin, margin)
+        def body(i, adv, grad, best, best_margin, fooled):
             stepped = tf.clip_by_value(adv + step * tf.sign(grad), x_low, x_high)
             if deterministic:
-                fooled = tf.logical_or(fooled, margin > 0)
                 stepped = tf.where(fooled[:, None, None, None], adv, stepped)
-            return i + 1, stepped, best, best_margin, fooled
+            grad, best, best_margin, fooled = look(stepped, y, best, best_margin, fooled)
+            return i + 1, stepped, grad, best, best_margin, fooled
 
-        def more(i, adv, best, best_margin, fooled):
+        def more(i, adv, grad, best, best_margin, fooled):
             if deterministic:
-                return tf.logical_and(i < steps, tf.logical_not(tf.reduce_all(fooled)))
-            return i < steps
+                return tf.logical_and(i < n, tf.logical_not(tf.reduce_all(fooled)))
+            return i < n
 
-        _, adv, best, best_margin, fooled = tf.while_loop(
-            more, body, (tf.constant(0), adv, best, best_margin, fooled), maximum_iterations=steps
-        )
-        # The last step's result has not been looked at yet.
-        _, margin = _loss_and_margin(net, adv, y, eot_samples)
-        best, _ = keep(adv, best, best_margin, margin)
-        return best
+        _, *state = tf.while_loop(more, body, (tf.constant(0), adv, grad, best, best_margin, fooled))
+        return tuple(state)
 
-    compiled = tf.function(
-        run,
-        input_signature=[
-            tf.TensorSpec([batch, h, w, c], tf.float32),
-            tf.TensorSpec([batch], tf.int32),
-            tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([2], tf.int32),
-        ],
+    state = [images, images, images, per_image, tf.TensorSpec([batch], tf.bool)]
+    compiled = (
+        tf.function(start, input_signature=[images, labels, scalar, tf.TensorSpec([2], tf.int32)]),
+        tf.function(steps, input_signature=[images, labels, *state, scalar, scalar, tf.TensorSpec([], tf.int32)]),
     )
     net.function_cache[key] = compiled
     return compiled
@@ -184,28 +191,61 @@ def judge(net: LoadedNetwork, x: np.ndarray, samples: int) -> np.ndarray:
     return total.argmax(axis=1).astype(np.int64)
 
 
+def _padded(net: LoadedNetwork, arrays: Sequence[np.ndarray], size: int) -> list[tf.Tensor]:
+    """The arrays as tensors of `size` rows (zero-padded at the end: fixed-batch networks)."""
+    out = []
+    for a in arrays:
+        if len(a) < size:
+            a = np.concatenate([a, np.zeros((size - len(a), *a.shape[1:]), a.dtype)])
+        out.append(tf.constant(a))
+    return out
+
+
 def _attack_subset(
     net: LoadedNetwork, x: np.ndarray, y: np.ndarray, epsilon: float, step: float, steps: int,
-    eot: int, config: AuditConfig, seed: tuple[int, int], done: Callable[[int], None],
-) -> np.ndarray:
-    """One restart on these images: the adversarial images the run ended with."""
+    eot: int, config: AuditConfig, seed: tuple[int, int], done: Callable[[float], None],
+) -> tuple[np.ndarray, int]:
+    """One restart on these images: per image the iterate with the largest margin seen,
+    and the gradient steps run (summed over images, counted per block).
+
+    The steps run in blocks of config.block_steps; between blocks the images a
+    deterministic network already gets wrong are taken out (their answer is final) and
+    the rest are batched again, so a few robust images never keep a whole batch
+    stepping. A stochastic network's images all run every step, in one block.
+    """
     fixed = net.info.fixed_batch is not None
-    function = audit_function(
-        net, steps=steps, eot_samples=eot, batch=net.batch_step(config.batch_size) if fixed else None
-    )
-    out = np.empty_like(x)
-    start = 0
-    for k, (chunk, count) in enumerate(net.batches(x, config.batch_size, allow_multiple=True)):
-        labels = np.zeros(len(chunk), np.int32)
-        labels[:count] = y[start : start + count]
-        adv = function(
-            tf.constant(chunk), tf.constant(labels), tf.constant(epsilon, tf.float32),
-            tf.constant(step, tf.float32), tf.constant([seed[0], seed[1] * 1000 + k], tf.int32),
-        )
-        out[start : start + count] = adv.numpy()[:count]
-        start += count
-        done(count)
-    return out
+    size = net.batch_step(config.batch_size)
+    start_fn, steps_fn = audit_functions(net, eot_samples=eot, batch=size if fixed else None)
+    eps, alpha = tf.constant(epsilon, tf.float32), tf.constant(step, tf.float32)
+    n = len(x)
+    labels = y.astype(np.int32)
+    # The state of every image, filled from the start batches.
+    adv, grad, best = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    margin, fooled = np.empty(n, np.float32), np.zeros(n, bool)
+    for k, lo in enumerate(range(0, n, size)):
+        hi = min(n, lo + size)
+        count = hi - lo
+        chunk = _padded(net, [x[lo:hi], labels[lo:hi]], size) if fixed else [tf.constant(x[lo:hi]), tf.constant(labels[lo:hi])]
+        out = start_fn(*chunk, eps, tf.constant([seed[0], seed[1] * 1000 + k], tf.int32))
+        for array, value in zip((adv, grad, best, margin, fooled), out):
+            array[lo:hi] = value.numpy()[:count]
+    deterministic = eot == 1
+    block = max(1, config.block_steps) if deterministic else max(1, steps)
+    left, spent = steps, 0
+    while left > 0:
+        run = min(block, left)
+        active = np.flatnonzero(~fooled) if deterministic else np.arange(n)
+        spent += run * len(active)
+        for lo in range(0, len(active), size):
+            index = active[lo : lo + size]
+            parts = [x[index], labels[index], adv[index], grad[index], best[index], margin[index], fooled[index]]
+            tensors = _padded(net, parts, size) if fixed else [tf.constant(p) for p in parts]
+            out = steps_fn(*tensors, eps, alpha, tf.constant(run, tf.int32))
+            for array, value in zip((adv, grad, best, margin, fooled), out):
+                array[index] = value.numpy()[: len(index)]
+        left -= run
+        done(run / steps * n)
+    return best, spent
 
 
 def audit(
@@ -250,15 +290,15 @@ def audit(
                 break
             unit = steps * len(x) / max(1, len(todo))  # budget share of one image of `todo`
             base = spent + r * steps * len(x)
-            counted = [0]
+            counted = [0.0]
 
-            def done(count: int, base: float = base, unit: float = unit) -> None:
+            def done(count: float, base: float = base, unit: float = unit) -> None:
                 counted[0] += count
                 report(base + counted[0] * unit)
 
-            adv = _attack_subset(net, x[todo], y[todo], epsilon, step, steps, eot, config,
-                                 (config.seed, p * 100 + r), done)
-            gradient_steps += steps * eot * len(todo)
+            adv, ran = _attack_subset(net, x[todo], y[todo], epsilon, step, steps, eot, config,
+                                      (config.seed, p * 100 + r), done)
+            gradient_steps += ran * eot
             found = judge(net, adv, samples)
             fooled = found != y[todo]
             predictions[todo[fooled]] = found[fooled]
