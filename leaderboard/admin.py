@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from evaluator.models import AdversarialDataset, Evaluation, Job, PeerFailure, UniversalSet
+from evaluator.models import AdversarialDataset, Evaluation, Job, PeerFailure, StageDuration, UniversalSet
 from evaluator.services import lifecycle
 from leaderboard import services
 from leaderboard.models import ApiToken, Benchmark, Network
@@ -147,3 +147,18 @@ class PeerFailureAdmin(admin.ModelAdmin):
     list_display = ("network", "source", "outcome", "resolved", "created_at")
     list_filter = ("outcome", "resolved")
     readonly_fields = ("network", "source", "outcome", "reason", "created_at")
+
+
+@admin.register(StageDuration)
+class StageDurationAdmin(admin.ModelAdmin):
+    """The recorded stage times that time-left estimates are the medians of: staff can
+    see why an estimate says what it says, and delete an outlier (a stage that ran on an
+    overloaded machine) so it stops pulling the median."""
+
+    list_display = ("stage", "benchmark", "network", "is_reference", "seconds", "finished_at")
+    list_filter = ("benchmark", "is_reference", "stage")
+    readonly_fields = ("benchmark", "network", "is_reference", "stage", "seconds", "finished_at")
+    date_hierarchy = "finished_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from finished stages only

@@ -12,6 +12,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit import deployment
+
 # --------------------------------------------------------------------------- context
 
 
@@ -74,8 +76,8 @@ FAKE_MODEL = [("model/saved_model.pb", b"\x08\x01"), ("model/variables/variables
 
 
 def zip_folder(folder: Path, prefix: str = "model") -> bytes:
-    return zip_bytes([(f"{prefix}/{p.relative_to(folder).as_posix()}", p.read_bytes())
-                      for p in sorted(folder.rglob("*")) if p.is_file()])
+    """The folder as a plain upload (no nonce: the same files give the same archive)."""
+    return deployment.zip_folder(folder, prefix, unique=False)
 
 
 def targz_folder(folder: Path, prefix: str = "model") -> bytes:

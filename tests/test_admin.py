@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from evaluator.models import AdversarialDataset, Evaluation, Job
+from evaluator.models import AdversarialDataset, Evaluation, Job, StageDuration
 from leaderboard.models import Network
 from tests.fakes import fake_suite
 
@@ -89,3 +89,19 @@ def test_job_list_and_log_visible_to_staff_only(client, staff_client) -> None:
     assert b"attempt 1 crashed" in resp.content
     client.logout()
     assert client.get("/admin/evaluator/job/").status_code == 302  # to the login page
+
+
+def test_recorded_stage_times_are_listed_and_an_outlier_can_be_deleted(staff_client) -> None:
+    suite = fake_suite(references=1)
+    net = suite.references[0]
+    kept = StageDuration.objects.create(benchmark=suite.benchmark, network=net, is_reference=True,
+                                        stage="attacking", seconds=12.5)
+    outlier = StageDuration.objects.create(benchmark=suite.benchmark, network=net, is_reference=True,
+                                           stage="attacking", seconds=900.0)
+    page = staff_client.get("/admin/evaluator/stageduration/")
+    assert page.status_code == 200 and b"12.5" in page.content and b"900.0" in page.content
+    assert staff_client.get("/admin/evaluator/stageduration/add/").status_code == 403
+    resp = _action(staff_client, "evaluator/stageduration", "delete_selected", [outlier.pk], post="yes")
+    assert resp.status_code == 302
+    left = StageDuration.objects.filter(pk__in=[kept.pk, outlier.pk]).values_list("pk", flat=True)
+    assert list(left) == [kept.pk]

@@ -15,6 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.db.models.signals import post_save
 
+from devkit.deployment import zip_folder
 from evaluator.engine.datasets import load_dataset
 from evaluator.models import AdversarialDataset, Evaluation, Job, UniversalSet
 from evaluator.services import storage
@@ -195,7 +196,7 @@ def _zip(files: dict[str, bytes]) -> io.BytesIO:
 
 
 def _zip_folder(folder: Path) -> io.BytesIO:
-    return _zip({f"m/{p.relative_to(folder)}": p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    return io.BytesIO(zip_folder(folder, "m", unique=False))
 
 
 def _wrong_shape_model(tmp_path: Path) -> Path:

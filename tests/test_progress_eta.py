@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -243,6 +244,10 @@ def test_recorded_durations_give_the_same_estimate_on_page_api_and_board(client)
     row = next(r for r in client.get("/api/leaderboard").json()["networks"] if r["id"] == net.pk)
     assert row["estimate"]["text"] == data["estimate"]["text"] and row["stage"] == "attack step 3 of 40"
     assert f'<span class="eta">{data["estimate"]["text"]}</span>' in client.get("/").content.decode()
+    owner = User.objects.create_user("owner-eta", password="pw-owner-123")
+    Network.objects.filter(pk=net.pk).update(owner=owner)
+    client.force_login(owner)
+    assert f'<span class="eta">{data["estimate"]["text"]}</span>' in client.get("/accounts/profile/").content.decode()
     # Past the attack's median: the floor, and the page says the stage runs long.
     _aged(net, 500.0)
     late = client.get(f"/api/networks/{net.pk}").json()["estimate"]
@@ -327,6 +332,20 @@ def test_build_banner_api_and_console_say_where_the_build_is_and_its_time_left(c
                                       + full["text"])
     BuildCommand(stdout=out).reporter(bench)("some other line")
     assert out.getvalue().splitlines()[-1] == "some other line"
+
+    # A long step: quiet for TICK_S, the console says the progress line again, with the
+    # time left of that moment; not before.
+    out = io.StringIO()
+    console = BuildCommand(stdout=out).reporter(bench)
+    assert not console.tick()  # nothing to repeat yet
+    console("[ 20%] training reference down50 (3/4)")
+    first = out.getvalue().splitlines()
+    assert not console.tick(now=console.printed_at + console.TICK_S - 1)
+    Benchmark.objects.filter(pk=bench.pk).update(stage_since=timezone.now() - timedelta(seconds=200))
+    assert console.tick(now=console.printed_at + console.TICK_S)
+    again = out.getvalue().splitlines()
+    assert len(again) == len(first) + 1 and again[-1].startswith("[ 20%] training reference down50 (3/4) · ")
+    assert again[-1] != first[-1]  # 200 s more spent: another time left
 
 
 @pytest.mark.django_db

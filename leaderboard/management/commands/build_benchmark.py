@@ -8,9 +8,13 @@ import_benchmark.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 
 from evaluator.engine import builtins
 from evaluator.engine.suite import REFERENCES as RECIPES
@@ -59,29 +63,90 @@ class Command(BaseCommand):
             # reference of a benchmark built with --recipes would train every other recipe.
             have = set(Network.objects.filter(benchmark=bench, is_reference=True).values_list("recipe", flat=True))
             subset = [r for r in RECIPES if r in have | set(rebuild)]
+        report = self.reporter(bench)
         try:
-            report = self.reporter(bench)
-            # The control first: it defines the universal set the others are re-measured on,
-            # so rebuilding it after another reference would re-evaluate that one twice.
-            for recipe in sorted(dict.fromkeys(rebuild), key=lambda r: r != benchmarks.CONTROL):
-                self.stdout.write(f"rebuilding reference {recipe}")
-                benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=report)
-            bench = benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=1.0 if scale is None else scale,
-                                               report=report)
+            with report.ticking():
+                self._build(bench, rebuild, subset, scale, report)
         except benchmarks.BuildError as exc:
             raise CommandError(str(exc)) from exc
+        bench.refresh_from_db()
         self.stdout.write(self.style.SUCCESS(f"benchmark {bench.name} ready: ladder of {len(bench.ladder)} references"))
 
-    def reporter(self, bench: Benchmark) -> Callable[[str], None]:
-        """The build's lines as they come; each progress line ("[ 42%] stage") also says
-        how many references are trained and ranked and the time left, from the same
-        selector as the leaderboard's banner and the API."""
+    def _build(self, bench: Benchmark, rebuild: list[str], subset: list[str] | None, scale: float | None,
+               report: ConsoleProgress) -> None:
+        # The control first: it defines the universal set the others are re-measured on,
+        # so rebuilding it after another reference would re-evaluate that one twice.
+        for recipe in sorted(dict.fromkeys(rebuild), key=lambda r: r != benchmarks.CONTROL):
+            self.stdout.write(f"rebuilding reference {recipe}")
+            benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=report)
+        benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=1.0 if scale is None else scale,
+                                   report=report)
 
-        def report(line: str) -> None:
-            if PROGRESS_LINE.match(line):
-                bench.refresh_from_db()
-                line = f"{line} · {progress_selectors.build_line(bench)}"
-            self.stdout.write(line)
-            self.stdout.flush()
+    def reporter(self, bench: Benchmark) -> ConsoleProgress:
+        """The build's lines as they come (see ConsoleProgress)."""
+        return ConsoleProgress(self, bench)
 
-        return report
+
+class ConsoleProgress:
+    """Prints the build's lines; each progress line ("[ 42%] stage") also says how many
+    references are trained and ranked and the time left, from the same selector as the
+    leaderboard's banner and the API. A step can run for minutes (training a
+    reference), so while `ticking()` the last progress line is printed again with a
+    fresh time left whenever nothing was printed for TICK_S: the console stays as alive
+    as the banner."""
+
+    TICK_S = 30.0
+
+    def __init__(self, command: BaseCommand, bench: Benchmark) -> None:
+        self.command = command
+        # Its own row object: the build thread keeps using (and saving) the one it has.
+        self.benchmark_pk = bench.pk
+        self.last_progress: str | None = None
+        self.printed_at = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        if PROGRESS_LINE.match(line):
+            self.last_progress = line
+            line = self._with_counts(line)
+        self._write(line)
+
+    def tick(self, now: float | None = None) -> bool:
+        """Print the last progress line again if the console has been quiet for TICK_S."""
+        now = time.monotonic() if now is None else now
+        if self.last_progress is None or now - self.printed_at < self.TICK_S:
+            return False
+        self._write(self._with_counts(self.last_progress), now=now)
+        return True
+
+    @contextmanager
+    def ticking(self) -> Iterator[None]:
+        """A background thread calls tick() while the block runs."""
+        stop = threading.Event()
+
+        def run() -> None:
+            try:
+                while not stop.wait(1.0):
+                    try:
+                        self.tick()
+                    except DatabaseError:
+                        pass  # the row is busy being written: the next tick will do
+            finally:
+                connection.close()  # the thread's own database connection
+
+        thread = threading.Thread(target=run, name="build-console", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _with_counts(self, line: str) -> str:
+        return f"{line} · {progress_selectors.build_line(Benchmark.objects.get(pk=self.benchmark_pk))}"
+
+    def _write(self, line: str, now: float | None = None) -> None:
+        with self.lock:
+            self.command.stdout.write(line)
+            self.command.stdout.flush()
+            self.printed_at = time.monotonic() if now is None else now
