@@ -244,6 +244,12 @@ def board_networks(*, user, benchmark: Benchmark, filters: BoardFilters) -> list
     return [(full[e.pk], e.rank) for e in found.entries if e.pk in full]
 
 
+def leaderboard_networks(*, user, benchmark: Benchmark, kind: str = "all") -> list[Network]:
+    """Every row of the leaderboard in order, of one kind and no other filter."""
+    chosen = BoardFilters(kind=kind if kind in KINDS else "all")
+    return [n for n, _rank in board_networks(user=user, benchmark=benchmark, filters=chosen)]
+
+
 def board_export(*, user, benchmark: Benchmark, filters: BoardFilters) -> dict[str, Any]:
     """The leaderboard as data: the JSON API's answer and the JSON/CSV downloads."""
     rows = []

@@ -5,14 +5,12 @@ the related rows prefetched, so page cost does not grow with the number of netwo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.paginator import Page
 from django.db.models import Case, F, JSONField, Q, QuerySet, Value, When
 from django.http import Http404
 
@@ -80,33 +78,6 @@ def _board_key(pk: int, status: str, level: int | None, robust: float | None, sc
     every measured one of its level."""
     group = 0 if _ranked(status, level) else (1 if status in Network.RUNNING else 2)
     return (group, -(level or 0), -(robust if robust is not None else -1.0), -(score or 0.0), pk)
-
-
-def leaderboard_networks(*, user: User, benchmark: Benchmark, kind: str = "all") -> list[Network]:
-    """Every row of the leaderboard in order; filters and sort: leaderboard.filters."""
-    from leaderboard import filters  # builds on this module's helpers
-
-    chosen = filters.BoardFilters(kind=kind if kind in filters.KINDS else "all")
-    return [n for n, _rank in filters.board_networks(user=user, benchmark=benchmark, filters=chosen)]
-
-
-@dataclass(frozen=True)
-class BoardPage:
-    rows: list[dict[str, Any]]  # {"network": Network, "rank": int | None, "ranked": bool}
-    page: Page  # of leaderboard.filters.Entry
-    counts: dict[str, int]  # references / uploads among all visible networks
-
-
-def leaderboard_page(
-    *, user: User, benchmark: Benchmark, kind: str = "all", page: str | int | None = None, per_page: int = 100
-) -> BoardPage:
-    """One page of the leaderboard; ranks count every network, whatever the filter
-    (leaderboard.filters.board_page, which the page view calls with every filter)."""
-    from leaderboard import filters
-
-    chosen = filters.BoardFilters(kind=kind if kind in filters.KINDS else "all")
-    found = filters.board_page(user=user, benchmark=benchmark, filters=chosen, page=page, per_page=per_page)
-    return BoardPage(rows=found.rows, page=found.page, counts=found.board.counts)
 
 
 def network_row(network: Network, *, estimates: dict[int, Any] | None = None) -> dict[str, Any]:

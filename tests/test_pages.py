@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 from PIL import Image
 
-from leaderboard import selectors
+from leaderboard import filters, selectors
 from leaderboard.models import Benchmark, Network
 from tests.fakes import fake_suite
 
@@ -52,7 +52,7 @@ def test_leaderboard_lists_networks_with_levels_and_intervals(client) -> None:
 def test_leaderboard_rows_follow_the_ranking(client) -> None:
     suite = fake_suite(references=3, uploads=3)
     html = _text(client.get("/"))
-    expected = [n.pk for n in selectors.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
+    expected = [n.pk for n in filters.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
     shown = [int(m) for m in re.findall(r'<tr class="[^"]*" data-id="(\d+)"', html)]
     assert shown == expected
 
@@ -64,7 +64,7 @@ def test_leaderboard_is_paginated_with_ranks_counted_across_pages(client) -> Non
                 level=1 + i % 3, score=float(i))
         for i in range(230)
     )
-    expected = [n.pk for n in selectors.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
+    expected = [n.pk for n in filters.leaderboard_networks(user=AnonymousUser(), benchmark=suite.benchmark)]
     assert len(expected) == 233
     pages, ranks = [], []
     for number in (1, 2, 3):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.contrib.admin.models import DELETION, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
@@ -35,7 +36,6 @@ from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
 from evaluator.services import progress as timing
 from evaluator.services import storage
 from evaluator.services.errors import JobCancelled, JobRejected, JobSuperseded, JobUnavailable
-from leaderboard.celery import app as celery_app
 from leaderboard.models import Benchmark, Network
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,12 @@ def _notify(network_id: int) -> None:
 def _send(name: str, *args: int | str) -> None:
     """Queue a task; a broker outage must not turn a saved upload into an HTTP 500.
 
-    The network stays in its status and the reaper queues it again later.
+    The network stays in its status and the reaper queues it again later. By task name
+    on the current app (leaderboard.celery's, loaded with Django): this module needs
+    neither the Celery module nor the tasks, which import it.
     """
     try:
-        celery_app.send_task(name, args=list(args))
+        current_app.send_task(name, args=list(args))
     except Exception:
         log.exception("could not queue %s%s; the reaper will retry", name, args)
 
