@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +30,15 @@ def spare_on_start(sender=None, **kwargs) -> None:
         spare_enable()
     except Exception:  # an optimisation: never keep a worker from starting
         log.exception("could not start a spare sandbox child")
+
+
+@worker_process_shutdown.connect
+def spares_on_shutdown(sender=None, **kwargs) -> None:
+    """The spares die with the process (bubblewrap's --die-with-parent); their folders
+    are removed here rather than at the next start."""
+    from evaluator.services.jobs import spares_release
+
+    try:
+        spares_release()
+    except Exception:  # shutting down: nothing left to protect
+        log.exception("could not release the spare sandbox children")

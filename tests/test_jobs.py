@@ -9,6 +9,7 @@ import pytest
 from django.test import override_settings
 
 from evaluator.models import Job
+from evaluator.services import storage
 from evaluator.services.jobs import JobCancelled, JobFailed, JobRejected, Phases, Stage, job_open, job_run
 from evaluator.services.pipeline import EVALUATE
 from leaderboard.models import Network
@@ -88,9 +89,8 @@ def spares(settings, monkeypatch):
     monkeypatch.setattr(jobs, "PRELOAD", ("tests.slow_import",))
     monkeypatch.setattr(jobs, "_spare_wanted", True)  # as in a worker (worker_process_init)
     yield jobs
-    if jobs._spare is not None:
-        jobs._spare.discard()
-        jobs._spare = None
+    # Children stopped and folders gone: a later test counts the job folders left behind.
+    jobs.spares_release()
 
 
 def _wait_ready(jobs_module) -> None:
@@ -146,7 +146,9 @@ def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:
         value = job_run(job=job, target="tests.sandbox_targets:preloaded", kwargs={"name": "tests.slow_import"},
                         network=net)
     finally:
-        parents.discard()  # the parent's to stop in a real fork; here it would outlive the test
+        # The parent's to stop in a real fork; here it would outlive the test.
+        parents.discard()
+        storage.remove_tree(parents.workdir)
     assert value["loaded"] is False
 
 

@@ -323,16 +323,7 @@ def load_network(
     probabilities = bool(
         (first >= 0).all() and np.allclose(first.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE, rtol=0)
     )
-    info = NetworkInfo(
-        signature=name,
-        input_key=input_key,
-        output_key=output_key,
-        input_shape=expected_shape,
-        fixed_batch=fixed_batch,
-        num_classes=num_classes,
-        outputs_probabilities=probabilities,
-        deterministic=bool(np.array_equal(first, second)),
-    )
+    info = replace(provisional, outputs_probabilities=probabilities, deterministic=bool(np.array_equal(first, second)))
     forward = _freeze(loaded, function, info, images, first) if info.deterministic else None
     return LoadedNetwork(loaded, function, info, forward)
 

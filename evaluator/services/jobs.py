@@ -251,6 +251,18 @@ def spares_trim() -> None:
         storage.remove_tree(spare.workdir)
 
 
+def spares_release() -> None:
+    """Stop every spare of this process and remove their folders (the worker is shutting
+    down). A folder left by a killed worker is removed by the next spare_workdir()."""
+    global _spare
+    with _spare_lock:
+        spares, _spare = ([_spare] if _spare is not None and _spare_owner == os.getpid() else []) + _ahead, None
+        _ahead.clear()
+    for spare in spares:
+        spare.discard()
+        storage.remove_tree(spare.workdir)
+
+
 def _spare_take(limits: SandboxLimits) -> SpareChild | None:
     """The spare for a job with these limits, or None (then the job starts cold)."""
     global _spare
