@@ -51,6 +51,7 @@ class BenchmarkAnalysis:
     discriminator: bool = False  # the build kept one (whatever the rows say)
     problem: str = ""  # why nothing can be analysed yet
     stale: bool = False  # computed before a reference it depends on was rebuilt: not shown
+    no_discriminator: str = ""  # why the build has no discriminator (analysis.no_discriminator)
 
     @property
     def command(self) -> str:
@@ -101,7 +102,8 @@ def benchmark_analysis(*, benchmark: Benchmark) -> BenchmarkAnalysis:
                      _verdict(r)) for r in rows if r.kind != Analysis.Kind.BASIS]
     views.sort(key=lambda v: (0 if v.rung else 1 if v.network is None else 2 if v.network.is_reference else 3,
                               v.rung or 0, v.label.lower()))
-    return BenchmarkAnalysis(benchmark, basis, views, src.discriminator is not None, src.problem, stale)
+    return BenchmarkAnalysis(benchmark, basis, views, src.discriminator is not None, src.problem, stale,
+                             analysis_service.no_discriminator(src.gan))
 
 
 def _stale(basis: Analysis | None, src: analysis_service.Sources) -> bool:
@@ -126,6 +128,7 @@ def network_state(*, network: Network) -> dict[str, Any]:
     return {
         "view": view,
         "discriminator": analysis_service.discriminator_of(gan) is not None,
+        "no_discriminator": analysis_service.no_discriminator(gan),
         "command": f"python manage.py analyse_benchmark {bench.name}",
         "rebuild": analysis_service.REBUILD_HINT.format(name=bench.name),
     }

@@ -24,7 +24,7 @@ from evaluator.engine.datasets import load_dataset
 from evaluator.models import Analysis
 from evaluator.services import storage
 from evaluator.services.analysis_report import analysis_markdown
-from leaderboard.models import Benchmark
+from leaderboard.models import Benchmark, Network
 from tests.analysis_fakes import fake_adversarial_sets, fake_analysis
 from tests.fakes import fake_suite
 from tests.report_checks import assert_every_digit_checked, match_lines
@@ -323,5 +323,13 @@ def test_without_a_discriminator_the_report_names_the_rebuild() -> None:
     fake_adversarial_sets(suite.benchmark)
     fake_analysis(suite.benchmark, discriminator=False)
     text = "\n".join(analysis_markdown(benchmark=suite.benchmark))
-    assert "kept no discriminator" in text and "`python manage.py build_benchmark older --rebuild gan-data`" in text
+    # This suite has no gan-data reference at all: the report must not say it "kept" none.
+    assert "This build has no gan-data reference, so only the baseline is measured" in text
+    assert "kept no discriminator" not in text
+    assert "`python manage.py build_benchmark older --rebuild gan-data`" in text
     assert "discriminator AUC" not in text and "| set | baseline AUC | baseline caught |" in text
+    # A gan-data reference built before the discriminator was kept.
+    Network.objects.create(benchmark=suite.benchmark, name="gan-data", is_reference=True, recipe="gan-data",
+                           report={})
+    text = "\n".join(analysis_markdown(benchmark=suite.benchmark))
+    assert "This build's gan-data reference kept no discriminator" in text and "no gan-data reference" not in text

@@ -331,7 +331,8 @@ def check_report(text: str, t: Truth) -> None:
          r"robustness (?P<crob>[\d.]+) \((?P<cgain>[+-][\d.]+) against its control\)\. Here (?P<clean>[\d.]+)% "
          r"clean \(control (?P<control>[\d.]+)%\), universal robustness (?P<rob>[\d.]+) \(control "
          r"(?P<crob_here>[\d.]+), (?P<gain>[+-][\d.]+)\): (?P<verdict>.+)", down, 2),
-        ("mnist", rf"- \*\*Where MNIST differs\.\*\* (?P<zero>[\d.]+)% of the eval pixels are exactly 0 and "
+        ("mnist", rf"- \*\*Where {re.escape(t.bench.name)} differs from the charter's ImageNet\.\*\* "
+         rf"(?P<zero>[\d.]+)% of the eval pixels are exactly 0 and "
          rf"(?P<one>[\d.]+)% exactly 1, and clipping to \[0, 1\] cuts whatever part of a perturbation points "
          rf"out of that range: it removes (?P<cut>[\d.]+)% of the universal perturbations' L1 mass on the eval "
          rf"images\. The attack budget ε = (?P<eps>[\d.]+) is (?P<epspct>[\d.]+)% of the pixel range\.", mnist, 1),

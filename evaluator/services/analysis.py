@@ -93,6 +93,16 @@ class Sources:
     problem: str = ""  # why nothing can be analysed yet
 
 
+def no_discriminator(gan: Network | None) -> str:
+    """Why only the baseline detector can run ("" when the build kept a discriminator):
+    the suite has no gan-data reference, or its gan-data reference kept none."""
+    if gan is None:
+        return "this build has no gan-data reference"
+    if discriminator_of(gan) is None:
+        return "this build's gan-data reference kept no discriminator (it was built before the discriminator was kept)"
+    return ""
+
+
 def sources(benchmark: Benchmark) -> Sources:
     refs = {n.recipe: n for n in Network.objects.filter(benchmark=benchmark, is_reference=True,
                                                         recipe__in=[CONTROL, GAN])}
@@ -303,8 +313,8 @@ def benchmark_analyse(*, benchmark: Benchmark, report: Report = print) -> Outcom
         report(f"analysis skipped: {src.problem}")
         return outcome
     if not outcome.discriminator:
-        report("analysis: the gan-data reference kept no discriminator, so only the baseline detector runs; "
-               f"`{REBUILD_HINT.format(name=benchmark.name)}` trains it again and keeps it")
+        report(f"analysis: {no_discriminator(src.gan)}, so only the baseline detector runs; "
+               f"`{REBUILD_HINT.format(name=benchmark.name)}` trains gan-data and keeps its discriminator")
     basis = _basis_or_none(src)
     items = items_for(src)
     todo = [it for it in items if basis is None or not _current(benchmark, it)]

@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from evaluator.engine import detection
 from evaluator.models import Analysis
-from evaluator.services.analysis import REBUILD_HINT
+from evaluator.services.analysis import REBUILD_HINT, no_discriminator, sources
 from leaderboard.models import Benchmark
 
 DETECTOR_LABEL = {"discriminator": "discriminator", "mahalanobis": "baseline"}
@@ -83,8 +83,13 @@ def _detection(benchmark: Benchmark, basis: Analysis, rows: list[Row]) -> list[s
                   f"at most {100 * detection.FALSE_POSITIVES:g}% of the clean ones are flagged. The baseline is the "
                   f"Mahalanobis detector on the control's {features} features.", ""]
     if "discriminator" not in detectors:
-        lines += ["The gan-data reference of this build kept no discriminator, so only the baseline is measured: "
-                  f"`{REBUILD_HINT.format(name=benchmark.name)}` trains it again and keeps it.", ""]
+        why = no_discriminator(sources(benchmark).gan)
+        if why:
+            lines += [f"{why[0].upper()}{why[1:]}, so only the baseline is measured: "
+                      f"`{REBUILD_HINT.format(name=benchmark.name)}` trains gan-data and keeps its discriminator.", ""]
+        else:
+            lines += ["The gan-data discriminator was kept after this analysis was computed: "
+                      f"`python manage.py analyse_benchmark {benchmark.name}` adds it.", ""]
     if not rows or not detectors:
         return lines
     names = [DETECTOR_LABEL[d] for d in detectors]

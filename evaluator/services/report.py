@@ -246,7 +246,8 @@ def _comparison_mnist(refs: list[Network], control: Network | None, facts: Pixel
                       benchmark: Benchmark) -> list[str]:
     out: list[str] = []
     if facts is not None:
-        line = (f"- **Where MNIST differs.** {100 * facts.zero:.1f}% of the eval pixels are exactly 0 and "
+        line = (f"- **Where {benchmark.name} differs from the charter's ImageNet.** {100 * facts.zero:.1f}% of "
+                f"the eval pixels are exactly 0 and "
                 f"{100 * facts.one:.2f}% exactly 1, and clipping to [0, 1] cuts whatever part of a "
                 "perturbation points out of that range")
         line += (f": it removes {100 * facts.clipped:.1f}% of the universal perturbations' L1 mass on the eval "
