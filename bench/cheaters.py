@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import _common as c
 from devkit import cheaters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def main() -> int:
     source = Path(os.environ.get("VAR_DIR", ROOT / "var"))
     work = args.work / "var"
     shutil.rmtree(args.work, ignore_errors=True)
-    shutil.copytree(source, work, ignore=shutil.ignore_patterns("jobs", "broker", "*.log"))
+    c.copy_var(source, work)
     _django(work)
     ds = _dataset(args.benchmark)
     started = time.perf_counter()
