@@ -39,7 +39,7 @@ def main() -> None:
     tiny = c.tiny_cnn_dir()
     c.django_setup(work, UPLOADS_PER_HOUR="100000")
 
-    from evaluator.models import AdversarialDataset, Evaluation, Job
+    from evaluator.models import AdversarialDataset, AuditResult, Evaluation, Job
     from evaluator.selectors import network_job_timings
     from evaluator.services import pipeline
     from evaluator.services.ranking import benchmark_rank
@@ -82,9 +82,18 @@ def main() -> None:
         twin = Network.objects.create(
             benchmark=bench, name=f"clone-{k}", archive=seed.archive, archive_bytes=seed.archive_bytes,
             status=S.RANKED, progress=100, info=seed.info, flags=seed.flags,
+            # The same verified files: a peer's model is checked against this manifest
+            # before every load (issue 11), so a clone without it fails as "changed".
+            model_files=seed.model_files,
             **{f: getattr(seed, f) for f in (
                 "clean_accuracy", "clean_low", "clean_high", "universal_accuracy", "universal_low",
                 "universal_high", "whitebox_accuracy", "whitebox_low", "whitebox_high", "attack_success")},
+        )
+        audit = seed.audit
+        AuditResult.objects.create(
+            network=twin, **{f: getattr(audit, f) for f in (
+                "epsilon", "steps", "restarts", "eot_samples", "correct", "total", "accuracy", "low", "high",
+                "curve", "predictions", "seconds")},
         )
         sa = seed.adversarial
         AdversarialDataset.objects.create(
