@@ -191,11 +191,11 @@ def judge(net: LoadedNetwork, x: np.ndarray, samples: int) -> np.ndarray:
     return total.argmax(axis=1).astype(np.int64)
 
 
-def _padded(net: LoadedNetwork, arrays: Sequence[np.ndarray], size: int) -> list[tf.Tensor]:
-    """The arrays as tensors of `size` rows (zero-padded at the end: fixed-batch networks)."""
+def _tensors(arrays: Sequence[np.ndarray], size: int | None) -> list[tf.Tensor]:
+    """The arrays as tensors; with `size` (a fixed-batch network) zero-padded to that many rows."""
     out = []
     for a in arrays:
-        if len(a) < size:
+        if size is not None and len(a) < size:
             a = np.concatenate([a, np.zeros((size - len(a), *a.shape[1:]), a.dtype)])
         out.append(tf.constant(a))
     return out
@@ -213,9 +213,9 @@ def _attack_subset(
     the rest are batched again, so a few robust images never keep a whole batch
     stepping. A stochastic network's images all run every step, in one block.
     """
-    fixed = net.info.fixed_batch is not None
     size = net.batch_step(config.batch_size)
-    start_fn, steps_fn = audit_functions(net, eot_samples=eot, batch=size if fixed else None)
+    padded = size if net.info.fixed_batch is not None else None  # the static batch of the traces
+    start_fn, steps_fn = audit_functions(net, eot_samples=eot, batch=padded)
     eps, alpha = tf.constant(epsilon, tf.float32), tf.constant(step, tf.float32)
     n = len(x)
     labels = y.astype(np.int32)
@@ -225,8 +225,7 @@ def _attack_subset(
     for k, lo in enumerate(range(0, n, size)):
         hi = min(n, lo + size)
         count = hi - lo
-        chunk = _padded(net, [x[lo:hi], labels[lo:hi]], size) if fixed else [tf.constant(x[lo:hi]), tf.constant(labels[lo:hi])]
-        out = start_fn(*chunk, eps, tf.constant([seed[0], seed[1] * 1000 + k], tf.int32))
+        out = start_fn(*_tensors([x[lo:hi], labels[lo:hi]], padded), eps, tf.constant([seed[0], seed[1] * 1000 + k], tf.int32))
         for array, value in zip((adv, grad, best, margin, fooled), out):
             array[lo:hi] = value.numpy()[:count]
     deterministic = eot == 1
@@ -239,8 +238,7 @@ def _attack_subset(
         for lo in range(0, len(active), size):
             index = active[lo : lo + size]
             parts = [x[index], labels[index], adv[index], grad[index], best[index], margin[index], fooled[index]]
-            tensors = _padded(net, parts, size) if fixed else [tf.constant(p) for p in parts]
-            out = steps_fn(*tensors, eps, alpha, tf.constant(run, tf.int32))
+            out = steps_fn(*_tensors(parts, padded), eps, alpha, tf.constant(run, tf.int32))
             for array, value in zip((adv, grad, best, margin, fooled), out):
                 array[index] = value.numpy()[: len(index)]
         left -= run

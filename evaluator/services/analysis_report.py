@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import Q
+from django.utils.text import capfirst
 
 from evaluator.engine import detection
 from evaluator.models import Analysis
@@ -85,7 +86,7 @@ def _detection(benchmark: Benchmark, basis: Analysis, rows: list[Row]) -> list[s
     if "discriminator" not in detectors:
         why = no_discriminator(sources(benchmark).gan)
         if why:
-            lines += [f"{why[0].upper()}{why[1:]}, so only the baseline is measured: "
+            lines += [f"{capfirst(why)}, so only the baseline is measured: "
                       f"`{REBUILD_HINT.format(name=benchmark.name)}` trains gan-data and keeps its discriminator.", ""]
         else:
             lines += ["The gan-data discriminator was kept after this analysis was computed: "

@@ -77,7 +77,7 @@ class Command(BaseCommand):
         # The control first: it defines the universal set the others are re-measured on,
         # so rebuilding it after another reference would re-evaluate that one twice.
         for recipe in sorted(dict.fromkeys(rebuild), key=lambda r: r != benchmarks.CONTROL):
-            self.stdout.write(f"rebuilding reference {recipe}")
+            report(f"rebuilding reference {recipe}")
             benchmarks.reference_rebuild(benchmark=bench, recipe=recipe, scale=scale, report=report)
         benchmarks.benchmark_build(benchmark=bench, recipes=subset, scale=1.0 if scale is None else scale,
                                    report=report)
