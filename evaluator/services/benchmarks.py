@@ -79,7 +79,10 @@ def benchmark_store_dataset(*, benchmark: Benchmark, dataset: datasets.Dataset) 
     benchmark.num_classes = dataset.num_classes
     benchmark.class_names = list(dataset.class_names)
     benchmark.train_size, benchmark.eval_size = len(dataset.y_train), len(dataset.y_eval)
-    benchmark.save()
+    # Only these fields: inside a build the object predates it, and a full save wrote
+    # state NEW and an empty plan back over the running build ("the build has not started").
+    benchmark.save(update_fields=["data_file", "height", "width", "channels", "num_classes", "class_names",
+                                  "train_size", "eval_size"])
 
 
 def _ensure_dataset(benchmark: Benchmark) -> None:
