@@ -48,6 +48,8 @@ def network_evaluate(network_id: int) -> None:
     if done:
         lifecycle.ranking_enqueue(network.benchmark_id)
         lifecycle.analysis_enqueue(network_id)
+        if not network.is_reference:  # a reference's whole column is on its path
+            lifecycle.meet_peers_enqueue(network_id)
 
 
 @shared_task(name=lifecycle.TASK_BENCHMARK_RANK)
@@ -69,3 +71,20 @@ def network_analyse(network_id: int) -> None:
     network = Network.objects.select_related("benchmark").filter(pk=network_id).first()
     if network is not None and network.status not in (S.REJECTED, S.FAILED):
         pipeline.network_analyse_after_ranking(network=network)
+
+
+@shared_task(name=lifecycle.TASK_NETWORK_MEET_PEERS)
+def network_meet_peers(network_id: int) -> None:
+    network = Network.objects.select_related("benchmark").filter(pk=network_id).first()
+    if network is None:
+        return
+    try:
+        met = pipeline.network_meet_peers(network=network)
+    except SoftTimeLimitExceeded:
+        # Many uploads on one set outlasted one task: the cells stored stay, a fresh task goes on.
+        log.warning("network %s: task time limit reached meeting its peers; resuming", network_id)
+        lifecycle.meet_peers_enqueue(network_id)
+        return
+    if met:
+        log.info("network %s (%s): %d uploaded peers evaluated on its set", network_id, network.name, met)
+        lifecycle.ranking_enqueue(network.benchmark_id)

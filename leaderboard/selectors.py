@@ -221,8 +221,11 @@ def matrix_for(*, user: User, benchmark: Benchmark) -> dict[str, Any]:
     return {
         "benchmark": benchmark.name,
         "networks": [{"id": n.pk, "name": n.name, "is_reference": n.is_reference, "level": n.level} for n in nets],
-        "matrix": M.round(6).tolist(),
-        "description": "matrix[a][b] = accuracy of network a on the adversarial images of network b",
+        # null: an upload not yet evaluated on a newer upload's set (it is, right after
+        # that one's ranking: evaluator.services.pipeline.network_meet_peers).
+        "matrix": [[None if np.isnan(v) else v for v in row] for row in M.round(6).tolist()],
+        "description": "matrix[a][b] = accuracy of network a on the adversarial images of network b "
+                       "(null: not evaluated yet)",
     }
 
 

@@ -161,7 +161,7 @@ def test_every_queued_name_is_a_task_the_worker_registers() -> None:
     from leaderboard.celery import app
 
     for name in (lifecycle.TASK_NETWORK_EVALUATE, lifecycle.TASK_BENCHMARK_RANK, lifecycle.TASK_REFERENCE_REBUILD,
-                 lifecycle.TASK_NETWORK_ANALYSE):
+                 lifecycle.TASK_NETWORK_ANALYSE, lifecycle.TASK_NETWORK_MEET_PEERS):
         assert name in app.tasks
 
 

@@ -130,6 +130,45 @@ def test_adding_networks_costs_2n_plus_3_evaluations_and_rewrites_nothing(
         assert all(after[pk] == value for pk, value in before.items())
 
 
+def test_an_upload_is_ranked_before_the_other_uploads_meet_its_set(mini_benchmark, tiny_cnn_dir) -> None:
+    """Upload → ranked waits for its row and the references' column only; then every
+    uploaded peer meets its set, each alone in a child of its own, with the numbers a
+    direct prediction gives (issue 11: one child per earlier upload no longer grows the
+    path to a level)."""
+    from evaluator.engine.network import load_network
+    from evaluator.services import pipeline
+    from evaluator.services.peers import matrix_missing, matrix_peers
+    from evaluator.services.ranking import benchmark_rank
+
+    bench = mini_benchmark
+    first = services.network_register_path(benchmark=bench, path=tiny_cnn_dir, name="meet-first", enqueue=False)
+    assert network_run_pipeline(network=first)
+    new = services.network_register_path(benchmark=bench, path=tiny_cnn_dir, name="meet-new", enqueue=False)
+    assert pipeline.network_evaluate(network=new)
+    benchmark_rank(benchmark=bench)
+    new.refresh_from_db()
+    assert new.status == S.RANKED and new.level is not None
+    uploads = sorted(p.pk for p in matrix_peers(new) if not p.is_reference)
+    assert first.pk in uploads
+    assert sorted(p.pk for p in matrix_missing(new, matrix_peers(new))[1]) == uploads  # references done
+
+    jobs_before = set(Job.objects.values_list("pk", flat=True))
+    assert pipeline.network_meet_peers(network=new) == len(uploads)
+    assert matrix_missing(new, matrix_peers(new)) == ([], [])
+    cross = Job.objects.exclude(pk__in=jobs_before).filter(kind=Job.Kind.CROSS)
+    assert sorted(cross.values_list("network_id", flat=True)) == uploads  # one child per upload, its own job
+    new.refresh_from_db()
+    assert new.status == S.RANKED  # never moved back
+
+    ds = load_dataset(storage.media_path(bench.data_file))
+    with np.load(storage.media_path(new.adversarial.file)) as data:
+        adversarial = data["adversarial"]
+    model = load_network(storage.media_path(first.info["model_dir"]), expected_shape=ds.shape,
+                         num_classes=ds.num_classes)
+    cell = Evaluation.objects.get(network=first, source=new)
+    assert cell.accuracy == pytest.approx((model.predict(adversarial) == ds.y_eval).mean())
+
+
 SPEC_ORDER = [S.QUEUED, S.VALIDATING, S.EVALUATING, S.ATTACKING, S.CROSS_EVALUATING, S.RANKED]
 
 

@@ -9,7 +9,7 @@ import pytest
 from evaluator.engine import ladder as ladder_engine
 from evaluator.models import AdversarialDataset, Evaluation
 from evaluator.services import storage
-from evaluator.services.ranking import benchmark_rank, matrix_gather
+from evaluator.services.ranking import benchmark_rank, complete_subset, matrix_gather
 from leaderboard.models import Benchmark, Network
 from tests.fakes import _evaluation, fake_network, fake_suite
 
@@ -188,6 +188,44 @@ def test_network_with_missing_pairs_is_left_out_until_complete() -> None:
     data = matrix_gather(benchmark=suite.benchmark)
     assert late.pk not in [n.pk for n in data.networks]
     assert np.isfinite(data.M).all()
+
+
+def _all_pairs(ids: list[int]) -> set[tuple[int, int]]:
+    return {(a, b) for a in ids for b in ids if a != b}
+
+
+# Networks 1, 2 are references, 3, 4, 5 uploads (5 the newest).
+@pytest.mark.parametrize(("absent", "kept"), [
+    (set(), [1, 2, 3, 4, 5]),
+    ({(3, 5), (4, 5)}, [1, 2, 3, 4, 5]),  # older uploads not yet on 5's set: 5 is ranked anyway
+    ({(5, 3)}, [1, 2, 3, 4]),  # 5's own row is missing a set: its robust accuracy would be wrong
+    ({(1, 5)}, [1, 2, 3, 4]),  # a reference not yet on 5's set: its level would be wrong
+    ({(5, 1)}, [1, 2, 3, 4]),
+    ({(1, 3)}, [1, 2, 4, 5]),  # a reference's row lacks an upload's set: that upload waits
+    ({(3, 5), (5, 3)}, [1, 2, 3, 4]),  # neither of two uploads met the other: the newer waits
+])
+def test_what_a_ranking_needs_of_each_network(absent: set[tuple[int, int]], kept: list[int]) -> None:
+    assert complete_subset([1, 2, 3, 4, 5], _all_pairs([1, 2, 3, 4, 5]) - absent, {1, 2}) == kept
+
+
+def test_an_upload_is_ranked_before_the_older_uploads_meet_its_set() -> None:
+    """Their cells on its set change only their robust accuracy; until they are stored
+    the matrix says 'not yet' (NaN, null in the API) and every level stands."""
+    suite = fake_suite(references=3, uploads=2)
+    older = suite.uploads[0]
+    before = {n.pk: n.level for n in Network.objects.filter(benchmark=suite.benchmark)}
+    new = fake_network(suite.benchmark, suite.labels, name="new", strength=0.7, peers=suite.references + suite.uploads,
+                       seed=11)
+    Evaluation.objects.filter(network__in=suite.uploads, source=new).delete()
+    benchmark_rank(benchmark=suite.benchmark)
+    new.refresh_from_db()
+    assert new.status == Network.Status.RANKED and new.level is not None
+    assert {pk: level for pk, level in Network.objects.filter(pk__in=before).values_list("pk", "level")} == before
+    data = matrix_gather(benchmark=suite.benchmark)
+    i, j = data.index(older.pk), data.index(new.pk)
+    assert np.isnan(data.M[i, j]) and (i, j) not in data.correct
+    assert np.isfinite(np.delete(data.M.ravel(), [i * len(data.networks) + j for i in
+                                                    (data.index(u.pk) for u in suite.uploads)])).all()
 
 
 def test_deleted_network_leaves_matrix_and_ranking() -> None:

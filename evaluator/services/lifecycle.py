@@ -60,6 +60,7 @@ TASK_NETWORK_EVALUATE = "evaluator.network_evaluate"
 TASK_BENCHMARK_RANK = "evaluator.benchmark_rank"
 TASK_REFERENCE_REBUILD = "evaluator.reference_rebuild"
 TASK_NETWORK_ANALYSE = "evaluator.network_analyse"
+TASK_NETWORK_MEET_PEERS = "evaluator.network_meet_peers"
 
 CANCELLED = "cancelled by an administrator"
 UNAVAILABLE = "waiting: {problem}. Untrusted models are evaluated only inside the sandbox."
@@ -139,6 +140,12 @@ def ranking_enqueue(benchmark_id: int) -> None:
 def analysis_enqueue(network_id: int) -> None:
     """Queued after the ranking (FIFO): the analysis never delays a level."""
     enqueue_on_commit(TASK_NETWORK_ANALYSE, network_id)
+
+
+def meet_peers_enqueue(network_id: int) -> None:
+    """The other uploads on a ranked upload's set (pipeline.network_meet_peers): after
+    the ranking, so they never delay a level."""
+    enqueue_on_commit(TASK_NETWORK_MEET_PEERS, network_id)
 
 
 def reference_rebuild_enqueue(network: Network) -> None:

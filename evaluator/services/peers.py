@@ -80,7 +80,7 @@ def _sources(network: Network, peer: Network) -> list[Network]:
     return [network] + [n for n in waiting if n.pk != network.pk]
 
 
-def _cells(network: Network, group: list[Network], sources: list[Network], stage: Stage) -> None:
+def _cells(network: Network, group: list[Network], sources: list[Network], stage: Stage | None) -> None:
     """Every network of `group` on every set of `sources`, in one child; raises what
     job_run raises. Several networks share a child only when all are references."""
     if len(group) > 1 and not all(peer.is_reference for peer in group):
@@ -122,11 +122,13 @@ def _cells(network: Network, group: list[Network], sources: list[Network], stage
     storage.remove_tree(out_dir)
 
 
-def columns_evaluate(*, network: Network, peers_todo: list[Network]) -> None:
+def columns_evaluate(*, network: Network, peers_todo: list[Network], progress: bool = True) -> None:
     """Each peer on adv(network); failures are charged to the peer, not raised.
 
     The references go first, together; each uploaded peer then alone. JobUnavailable
-    (no sandbox here) propagates: nothing can run, the network waits.
+    (no sandbox here) propagates: nothing can run, the network waits. `progress`:
+    move the network's status and bar through its cross-evaluating share (False once
+    it is ranked: pipeline.network_meet_peers).
     """
     trusted = [p for p in peers_todo if p.is_reference]
     groups = ([trusted] if trusted else []) + [[p] for p in peers_todo if not p.is_reference]
@@ -136,17 +138,20 @@ def columns_evaluate(*, network: Network, peers_todo: list[Network]) -> None:
         for index, group in enumerate(groups):
             low = CROSS_START + (CROSS_END - CROSS_START) * index // len(groups)
             high = CROSS_START + (CROSS_END - CROSS_START) * (index + 1) // len(groups)
-            _group(network, group, Stage(S.CROSS_EVALUATING, low, high))
+            _group(network, group, Stage(S.CROSS_EVALUATING, low, high) if progress else None)
     finally:
         jobs.spares_trim()
 
 
-def _group(network: Network, group: list[Network], stage: Stage) -> None:
+def _group(network: Network, group: list[Network], stage: Stage | None) -> None:
     try:
         _cells(network, group, [network] if group[0].is_reference else _sources(network, group[0]), stage)
     except JobSuperseded:
         raise  # this network was rerun or deleted: no peer is at fault
     except (JobRejected, JobFailed, JobCancelled) as exc:
+        if not Network.objects.filter(pk=network.pk, run=network.run).exists():
+            # Its set went with a rerun or a deletion while the peer read it: no peer is at fault.
+            raise JobSuperseded(f"network {network.pk} was deleted or restarted") from exc
         if len(group) == 1:
             peer_charge(peer=group[0], source=network, exc=exc)
             return

@@ -4,9 +4,11 @@ The archive is unpacked here (engine.archive: stdlib, defensive) and every file 
 model is hashed; from then on each job gets a verified copy of exactly that model. One
 sandbox job does the network's validation, attack and matrix row (its model on the
 others' adversarial sets). Its column (each other network on its adversarial set) is
-computed by peers.py: each uploaded peer's model alone in its own child, the trusted
-references together, so no process ever holds two uploads' models and a peer that
-misbehaves is charged to itself.
+computed by peers.py: the trusted references together, before the ranking; each
+earlier upload's model alone in its own child, after the ranking (network_meet_peers:
+those cells never decide this network's level). So no process ever holds two uploads'
+models, a peer that misbehaves is charged to itself, and upload → ranked does not grow
+with the number of uploads.
 
 Every stage is idempotent: it first looks at what is already stored and only
 computes what is missing, so a task redelivered after a worker died (acks_late)
@@ -183,15 +185,29 @@ def network_validate(*, network: Network) -> bool:
     return network_accept(network=network) and _network_job(network, validate=True, attack=False, peers_todo=[])
 
 
-def network_cross_evaluate(*, network: Network) -> bool:
-    """The network's row and column of the matrix: only the pairs not yet stored.
+def _on_the_level_path(network: Network, columns: list[Network]) -> list[Network]:
+    """The column cells the ranking waits for.
 
-    Loops until no pair is missing, because a network that finished its attack while
-    this ran must still meet this one (two concurrent uploads). A peer that fails on
-    this network's set is charged to the peer (peers.peer_charge) and left out.
+    An upload's level and robust accuracy need its row and the references' column
+    (SPEC §2: levels are against the references). The other uploads on its set change
+    only their own robust accuracy, so they come after its ranking
+    (network_meet_peers): one sandbox child per uploaded peer, which would otherwise
+    make upload → ranked grow with the board. A reference's column is different: every
+    upload's level is compared on that reference's set, so it is all on the path.
+    """
+    return columns if network.is_reference else [p for p in columns if p.is_reference]
+
+
+def network_cross_evaluate(*, network: Network) -> bool:
+    """The network's row and the column cells its ranking needs: only what is missing.
+
+    Loops until no such pair is missing, because a network that finished its attack
+    while this ran must still meet this one (two concurrent uploads). A peer that fails
+    on this network's set is charged to the peer (peers.peer_charge) and left out.
     """
     for _round in range(5):
         rows, columns = peers.matrix_missing(network, peers.matrix_peers(network))
+        columns = _on_the_level_path(network, columns)
         if not rows and not columns:
             return True
         lifecycle.network_move(network=network, to=S.CROSS_EVALUATING, progress=CROSS.start)
@@ -202,6 +218,35 @@ def network_cross_evaluate(*, network: Network) -> bool:
         except (JobCancelled, JobUnavailable) as exc:
             return lifecycle.network_fail(network=network, exc=exc)
     return True
+
+
+def network_meet_peers(*, network: Network) -> int:
+    """After an upload's ranking: every uploaded peer on its adversarial set, each alone
+    in its own child (services.peers). Returns how many peers were evaluated, so the
+    caller re-ranks only when a robust accuracy may have moved.
+
+    Nothing here moves the upload's status or bar: it is ranked, and these cells
+    never change its level. Loops like network_cross_evaluate for peers attacked
+    meanwhile; a peer that fails is charged to the peer.
+    """
+    met = 0
+    for _round in range(5):
+        now = Network.objects.filter(pk=network.pk).values("status", "run").first()
+        if now is None or now["status"] not in (S.CROSS_EVALUATING, S.RANKED) or not hasattr(network, "adversarial"):
+            return met  # rerun, rejected or deleted meanwhile: its next run queues this again
+        network.status, network.run = now["status"], now["run"]
+        _rows, columns = peers.matrix_missing(network, peers.matrix_peers(network))
+        # Only uploads attacked before it: a newer one meets this set in its own row
+        # (ranking.complete_subset requires it there), so it is not asked twice.
+        todo = [p for p in columns if not p.is_reference and p.adversarial.pk < network.adversarial.pk]
+        if not todo:
+            return met
+        try:
+            peers.columns_evaluate(network=network, peers_todo=todo, progress=False)
+        except JobSuperseded:
+            return met  # rerun or deleted while its peers ran: its next run queues this again
+        met += len(todo)
+    return met
 
 
 def network_evaluate(*, network: Network) -> bool:
@@ -245,6 +290,8 @@ def network_run_pipeline(*, network: Network) -> bool:
         return False
     benchmark_rank(benchmark=network.benchmark)
     network_analyse_after_ranking(network=network)
+    if network_meet_peers(network=network):
+        benchmark_rank(benchmark=network.benchmark)
     return True
 
 

@@ -43,12 +43,29 @@ class MatrixData:
         return None
 
 
-def _complete_subset(ids: list[int], pairs: set[tuple[int, int]]) -> list[int]:
-    """Drop the networks with missing pairs (still cross-evaluating), worst first."""
+def complete_subset(ids: list[int], pairs: set[tuple[int, int]], references: set[int],
+                    set_order: Mapping[int, int] | None = None) -> list[int]:
+    """The networks that can be ranked: drop those with missing cells, worst first.
+
+    Every cell (a, b), a on adv(b), is needed, except an upload on a *newer* upload's
+    set (set_order: the order their adversarial sets were made; default the ids). That
+    cell changes only the older upload's robust accuracy, never a level (levels are
+    against the references), and it is computed after the newer one's ranking
+    (pipeline.network_meet_peers); until then the matrix shows it as missing. The
+    newer upload's own row, and every cell with a reference, are needed: they are its
+    robust accuracy and its level.
+    """
+    order = set_order if set_order is not None else {i: i for i in ids}
+
+    def needed(a: int, b: int) -> bool:
+        return a in references or b in references or order[b] < order[a]
+
     keep = list(ids)
     while True:
         missing = {
-            i: sum((i, j) not in pairs or (j, i) not in pairs for j in keep if j != i) for i in keep
+            i: sum(((i, j) not in pairs and needed(i, j)) + ((j, i) not in pairs and needed(j, i))
+                   for j in keep if j != i)
+            for i in keep
         }
         worst = max(keep, key=lambda i: (missing[i], i), default=None)
         if worst is None or missing[worst] == 0:
@@ -57,7 +74,8 @@ def _complete_subset(ids: list[int], pairs: set[tuple[int, int]]) -> list[int]:
 
 
 def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> MatrixData:
-    """M[a][b] = accuracy of a on adv(b), over every network with a complete row/column."""
+    """M[a][b] = accuracy of a on adv(b), over every network that can be ranked
+    (complete_subset); NaN where an upload has not yet met another upload's set."""
     qs = (
         Network.objects.filter(benchmark=benchmark, adversarial__isnull=False)
         .exclude(status__in=[S.REJECTED, S.FAILED])
@@ -81,10 +99,11 @@ def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> Matr
     for a, b, value, packed in evals:
         acc[(a, b)] = value
         preds[(a, b)] = bytes(packed)
-    ids = _complete_subset(sorted(candidates), set(acc))
+    ids = complete_subset(sorted(candidates), set(acc), {pk for pk, n in candidates.items() if n.is_reference},
+                          {pk: n.adversarial.pk for pk, n in candidates.items()})
     networks = [candidates[i] for i in ids]
     n = len(ids)
-    M = np.zeros((n, n))
+    M = np.full((n, n), np.nan)  # NaN: an upload not yet evaluated on another upload's set
     correct: dict[tuple[int, int], np.ndarray] = {}
     for i, a in enumerate(ids):
         adv: AdversarialDataset = candidates[a].adversarial
@@ -93,7 +112,7 @@ def matrix_gather(*, benchmark: Benchmark, include_private: bool = True) -> Matr
             # The revised rule scores each network on its own white-box attack too.
             correct[(i, i)] = adv.prediction_array() == labels
         for j, b in enumerate(ids):
-            if i != j:
+            if i != j and (a, b) in acc:
                 M[i, j] = acc[(a, b)]
                 if labels is not None:
                     correct[(i, j)] = np.frombuffer(preds[(a, b)], dtype=np.uint8) == labels

@@ -16,10 +16,12 @@ import socket
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
-from evaluator.models import Job
+from evaluator.models import Evaluation, Job
 from evaluator.services import lifecycle
+from evaluator.services.peers import matrix_peers
 from leaderboard.models import Network
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,30 @@ def jobs_reap(*, idle_after: timedelta = IDLE_AFTER) -> list[int]:
         requeue.update(stalled)
         for network in Network.objects.filter(pk__in=requeue):
             lifecycle.pipeline_enqueue(network)
+        behind = _columns_behind(now - idle_after)
+        for network_id in behind:
+            lifecycle.meet_peers_enqueue(network_id)
     if requeue:
         log.warning("reaper requeued networks %s", sorted(requeue))
+    if behind:
+        log.warning("reaper queued the uploaded peers of networks %s on their sets again", behind)
     return sorted(requeue)
+
+
+def _columns_behind(ranked_before) -> list[int]:
+    """Ranked uploads whose column still lacks a live peer: the follow-up that meets the
+    uploaded peers (pipeline.network_meet_peers) comes after the ranking, so a message
+    lost with the broker would otherwise leave those cells missing for good."""
+    behind: list[int] = []
+    candidates = Network.objects.filter(status=Network.Status.RANKED, is_reference=False,
+                                        adversarial__isnull=False, ranked_at__lt=ranked_before)
+    for benchmark_id in candidates.order_by().values_list("benchmark_id", flat=True).distinct():
+        ranked = candidates.filter(benchmark_id=benchmark_id).first()
+        members = {ranked.pk} | {p.pk for p in matrix_peers(ranked)}
+        have = dict(
+            Evaluation.objects.filter(source__in=candidates.filter(benchmark_id=benchmark_id), network__in=members)
+            .values("source").annotate(n=Count("id")).values_list("source", "n")
+        )
+        behind += [pk for pk in candidates.filter(benchmark_id=benchmark_id, pk__in=members).values_list("pk", flat=True)
+                   if have.get(pk, 0) < len(members) - 1]
+    return sorted(behind)

@@ -187,7 +187,10 @@ def definitions() -> tuple[Definition, ...]:
         Definition("matrix", "Cross-attack matrix", (
             "M[A][B] = accuracy of network A (row) on adv(B) (column), the adversarial images made against B. "
             "The diagonal M[B][B] is B's [white-box accuracy](#whitebox-accuracy). Adding a network costs one "
-            "row and one column; no existing pair is recomputed. On the matrix page a cell is green when "
+            "row and one column; no existing pair is recomputed. An upload is ranked once its row and the "
+            "references' column are stored; the other uploads' cells on its set follow right after (they change "
+            "only those uploads' robust accuracy, never a level) and show as not evaluated yet until then. "
+            "On the matrix page a cell is green when "
             "M[A][B] > M[B][A] and red when lower: that is the [charter rule](#charter-rule), shown but no "
             "longer deciding anything."
         ), "M[A][B] = accuracy of A on the adversarial images made against B"),

@@ -101,6 +101,11 @@ def matrix(request: HttpRequest) -> HttpResponse:
             cells = []
             for j in columns:
                 value = M[i, j]
+                if np.isnan(value) or np.isnan(M[j, i]):
+                    # An upload not yet on a newer upload's set (its cell comes right
+                    # after that one's ranking): no number, and no charter colour.
+                    cells.append(("…" if np.isnan(value) else f"{value * 100:.1f}", "pending"))
+                    continue
                 if i == j:
                     state = "diag"
                 else:
@@ -114,6 +119,7 @@ def matrix(request: HttpRequest) -> HttpResponse:
             column_labels=[labels[j] for j in columns],
             table_is_full=len(columns) == n,
             table=table,
+            pending=bool(np.isnan(M).any()) if n else False,
             figure=plots.script_json(plots.matrix_figure(data, ladder)) if data["networks"] else None,
             plot_min_width=plots.matrix_min_width(data["networks"], ladder),
         )

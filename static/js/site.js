@@ -185,7 +185,7 @@
   function pairHover(trace) {
     var words = trace.meta && trace.meta.pair_hover;
     if (!words || !trace.z) return;
-    var pct = function (v) { return (v === null || v === undefined) ? "—" : (v * 100).toFixed(1) + "%"; };
+    var pct = function (v) { return (v === null || v === undefined) ? "not evaluated yet" : (v * 100).toFixed(1) + "%"; };
     var fill = function (template, a, b, ab, ba) {
       return template.replace(/\{a\}/g, a).replace(/\{b\}/g, b).replace(/\{ab\}/g, ab).replace(/\{ba\}/g, ba);
     };
