@@ -8,8 +8,10 @@ Alternating runs (the machine is shared and noisy: compare the ratios, not secon
   TF import job, cold   a child that imports TensorFlow
   spare hand-off        request → result of an empty job in a spare that is ready
   input staging         copying the tiny CNN (hashed against its manifest) + a dataset
-  --upload              upload → ranked on the mini benchmark through a real deployment
-                        (web + worker), SANDBOX_ISOLATION off then on (bench.upload_to_ranked)
+  --upload              upload → ranked through a real deployment (web + worker),
+                        SANDBOX_ISOLATION off then on, --rounds times (bench.upload_to_ranked);
+                        --benchmark mnist-5k with VAR_DIR set, --uploads-before K for a board
+                        that already holds K uploads
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--upload", action="store_true", help="also upload → ranked, isolation off vs on")
+    parser.add_argument("--benchmark", default="mini", help="for --upload: mini, or one built in $VAR_DIR")
+    parser.add_argument("--uploads-before", type=int, default=0,
+                        help="for --upload: earlier uploads on the board (bench.upload_to_ranked)")
+    parser.add_argument("--rounds", type=int, default=1, help="for --upload: off/on pairs, alternating")
     args = parser.parse_args()
     c.header("isolation cost per job", "python -m bench.isolation_cost " + " ".join(sys.argv[1:]))
     if problem := isolation.bwrap_problem():
@@ -93,16 +99,30 @@ def main() -> None:
     print(c.table(rows, ["per job", "no bwrap s", "bwrap s", "added s", "ratio"]))
     print(f"(medians of {args.repeats} alternating runs)")
     if args.upload:
-        totals = {}
+        _upload_off_vs_on(args.benchmark, args.uploads_before, args.rounds)
+
+
+def _upload_off_vs_on(benchmark: str, uploads_before: int, rounds: int) -> None:
+    """Upload → ranked through a real deployment, SANDBOX_ISOLATION off then on, `rounds` times."""
+    rows = []
+    for round_ in range(1, rounds + 1):
+        result: dict[str, dict] = {}
         for mode in ("off", "on"):
             env = {**os.environ, "SANDBOX_ISOLATION": mode}
-            out = subprocess.run([sys.executable, "-m", "bench.upload_to_ranked", "--spare", "on"], cwd=c.ROOT,
-                                 capture_output=True, text=True, env=env, check=False)
+            out = subprocess.run([sys.executable, "-m", "bench.upload_to_ranked", "--spare", "on", "--repeats", "1",
+                                  "--benchmark", benchmark, "--uploads-before", str(uploads_before)],
+                                 cwd=c.ROOT, capture_output=True, text=True, env=env, check=False)
             if out.returncode:
                 raise SystemExit(f"upload_to_ranked with isolation {mode} failed:\n{out.stderr[-3000:]}")
-            totals[mode] = json.loads(out.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])["client_total"]
-        print(c.table([("upload → ranked, mini benchmark (client view)", totals["off"], totals["on"],
-                        totals["on"] / totals["off"])], ["", "isolation off s", "bwrap s", "ratio"]))
+            result[mode] = json.loads(out.stdout.rsplit("RESULT ", 1)[1].splitlines()[0])
+        off, on = result["off"], result["on"]
+        rows.append((round_, off["client_total"], on["client_total"], on["client_total"] / off["client_total"],
+                     off["column_after"], on["column_after"]))
+        print(f"round {round_}: off {off['client_total']:.1f} s, on {on['client_total']:.1f} s", flush=True)
+    print(c.table(rows, ["round", "ranked, isolation off s", "ranked, bwrap s", "ratio",
+                         "uploads' column after, off s", "after, bwrap s"]))
+    print(f"upload → ranked on {benchmark} with {uploads_before} earlier uploads (client view): median ratio "
+          f"bwrap / off {statistics.median(r[3] for r in rows):.2f} over {rounds} alternating pairs")
 
 
 if __name__ == "__main__":

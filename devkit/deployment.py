@@ -197,6 +197,16 @@ class Deployment:
             "Content-Type": f"multipart/form-data; boundary={boundary}",
         })
 
+    def wait_matrix_full(self, benchmark: str, *, timeout: float = 600, poll_s: float = 1.0) -> dict:
+        """GET /api/matrix until no cell is null: the uploads' cells on a newer upload's
+        set come after its ranking (services.pipeline.network_meet_peers)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, matrix = self.request("GET", f"/api/matrix?benchmark={benchmark}")
+            if all(v is not None for row in matrix["matrix"] for v in row) or time.monotonic() > deadline:
+                return matrix
+            time.sleep(poll_s)
+
     def wait_finished(self, network_id: int, *, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
         data: Any = None
