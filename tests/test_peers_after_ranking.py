@@ -204,3 +204,20 @@ def test_the_matrix_says_which_cells_are_not_evaluated_yet(client) -> None:
     columns(network=new, peers_todo=[older])  # the follow-up stores the cell
     assert 'id="matrix-pending"' not in client.get("/matrix/").content.decode()
     assert all(v is not None for row in client.get("/api/matrix").json()["matrix"] for v in row)
+
+
+def test_without_a_sandbox_the_peers_wait_and_nothing_is_charged(monkeypatch) -> None:
+    from evaluator.services.jobs import JobUnavailable
+
+    suite = fake_suite(references=1, uploads=2)
+    older, new = suite.uploads
+    Evaluation.objects.filter(network=older, source=new).delete()
+    Network.objects.filter(pk=new.pk).update(status=S.RANKED)
+
+    def unavailable(*args, **kwargs):
+        raise JobUnavailable("evaluation sandbox unavailable: install bubblewrap")
+
+    monkeypatch.setattr(peers, "_cells", unavailable)
+    assert pipeline.network_meet_peers(network=new) == 0
+    assert not PeerFailure.objects.exists()
+    assert not Evaluation.objects.filter(network=older, source=new).exists()

@@ -245,6 +245,10 @@ def network_meet_peers(*, network: Network) -> int:
             peers.columns_evaluate(network=network, peers_todo=todo, progress=False)
         except JobSuperseded:
             return met  # rerun or deleted while its peers ran: its next run queues this again
+        except JobUnavailable as exc:
+            # No sandbox on this worker: the cells wait; the reaper queues this again.
+            log.warning("network %s: its uploaded peers wait: %s", network.pk, exc)
+            return met
         met += len(todo)
     return met
 
