@@ -1,8 +1,9 @@
 """Celery tasks: thin wrappers that fetch by id and call the service they are named after.
 
-A network is evaluated by one task (validate + attack + cross, see
-evaluator.services.pipeline), which queues the ranking only after its writes are
-committed, so the ranking never misses them. Every stage is idempotent, which is
+A network is evaluated by one task (validate + attack + its row + the references'
+column, see evaluator.services.pipeline), which queues the ranking only after its
+writes are committed, so the ranking never misses them; then, behind the ranking, the
+analysis and (for an upload) the earlier uploads on its set, which re-ranks. Every stage is idempotent, which is
 what makes acks_late and redelivery after a lost worker safe. Services queue these
 through evaluator.services.lifecycle, by the names registered here; nothing imports
 this module but Celery's autodiscovery (the arrow runs tasks → services only).
