@@ -24,7 +24,7 @@ def reap_on_start(sender=None, **kwargs) -> None:
 def spare_on_start(sender=None, **kwargs) -> None:
     """In each process that will run tasks (the solo pool's, or each prefork child):
     the first job finds TensorFlow imported already."""
-    from evaluator.services.jobs import spare_enable
+    from evaluator.services.spares import spare_enable
 
     try:
         spare_enable()
@@ -36,7 +36,7 @@ def spare_on_start(sender=None, **kwargs) -> None:
 def spares_on_shutdown(sender=None, **kwargs) -> None:
     """The spares die with the process (bubblewrap's --die-with-parent); their folders
     are removed here rather than at the next start."""
-    from evaluator.services.jobs import spares_release
+    from evaluator.services.spares import spares_release
 
     try:
         spares_release()

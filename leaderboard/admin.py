@@ -68,7 +68,7 @@ class NetworkAdmin(admin.ModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         # Staff see at once why uploads are waiting, and which peers failed later.
-        from evaluator.services.jobs import isolation_problem
+        from evaluator.services.sandboxing import isolation_problem
 
         if problem := isolation_problem():
             messages.error(request, f"Evaluation sandbox unavailable: {problem}. Uploads wait until "

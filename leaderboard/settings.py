@@ -193,7 +193,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 SANDBOX_TIMEOUT_S = envint("SANDBOX_TIMEOUT_S", "1800")
 SANDBOX_MEMORY_MB = envint("SANDBOX_MEMORY_MB", "6144")
 # Keep one sandbox child per worker process started ahead, TensorFlow imported, so
-# a job does not wait ~3 s for the import (see evaluator.services.jobs).
+# a job does not wait ~3 s for the import (see evaluator.services.spares).
 SANDBOX_SPARE = envbool("SANDBOX_SPARE", "True")
 # Before an upload's column (one short job per existing network) start this many more
 # spares, so their imports overlap the first cells (each ~0.6 GB while it waits).

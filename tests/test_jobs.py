@@ -83,14 +83,14 @@ def test_a_contract_breach_is_rejected_without_retry() -> None:
 @pytest.fixture
 def spares(settings, monkeypatch):
     """Spares on (the conftest turns them off), preloading a slow stand-in for TF."""
-    from evaluator.services import jobs
+    from evaluator.services import spares
 
     settings.SANDBOX_SPARE = True
-    monkeypatch.setattr(jobs, "PRELOAD", ("tests.slow_import",))
-    monkeypatch.setattr(jobs, "_spare_wanted", True)  # as in a worker (worker_process_init)
-    yield jobs
+    monkeypatch.setattr(spares, "PRELOAD", ("tests.slow_import",))
+    monkeypatch.setattr(spares, "_spare_wanted", True)  # as in a worker (worker_process_init)
+    yield spares
     # Children stopped and folders gone: a later test counts the job folders left behind.
-    jobs.spares_release()
+    spares.spares_release()
 
 
 def _wait_ready(jobs_module) -> None:
@@ -128,12 +128,12 @@ def test_the_next_job_runs_in_the_spare_started_after_the_last(spares, settings)
 
 def test_no_spare_outside_a_worker(settings) -> None:
     """A management command (rank, build_benchmark) runs jobs but keeps no spare."""
-    from evaluator.services import jobs
+    from evaluator.services import spares
 
     settings.SANDBOX_SPARE = True
     job, net = _job_and_network()
     job_run(job=job, target="tests.sandbox_targets:add", kwargs={"a": 1, "b": 1}, network=net)
-    assert jobs._spare is None
+    assert spares._spare is None
 
 
 def test_a_forked_process_does_not_use_its_parents_spare(spares) -> None:

@@ -30,9 +30,8 @@ from evaluator.engine.analysis_jobs import analyse
 from evaluator.engine.suite import CONTROL
 from evaluator.models import AdversarialDataset, Analysis, Job, UniversalSet
 from evaluator.services import storage
-from evaluator.services.jobs import (
-    Inputs, JobCancelled, JobFailed, JobRejected, JobUnavailable, job_open, job_run, sandbox_limits,
-)
+from evaluator.services.jobs import Inputs, JobCancelled, JobFailed, JobRejected, JobUnavailable, job_open, job_run
+from evaluator.services.sandboxing import sandbox_limits
 from leaderboard.models import Benchmark, Network
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from evaluator.models import Evaluation, Job, UniversalSet
 from evaluator.services import lifecycle, secret, storage
 from evaluator.services import progress as timing
 from evaluator.services.analysis import benchmark_analyse, reference_extras_keep
-from evaluator.services.jobs import Inputs, JobFailed, JobRejected, JobUnavailable, job_open, job_run, sandbox_limits
+from evaluator.services.jobs import Inputs, JobFailed, JobRejected, JobUnavailable, job_open, job_run
+from evaluator.services.sandboxing import sandbox_limits
 from evaluator.services.pipeline import network_evaluate, network_run_pipeline
 from evaluator.services.ranking import benchmark_rank
 from leaderboard.models import Benchmark, Network

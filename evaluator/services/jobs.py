@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,12 @@ from evaluator.engine.sandbox import (
     SandboxLimits,
     SandboxResult,
     SandboxUnavailable,
-    SpareChild,
     Target,
     run_in_sandbox,
     target_name,
 )
 from evaluator.models import Job
-from evaluator.services import lifecycle, storage
+from evaluator.services import lifecycle, spares, storage
 from evaluator.services.errors import (  # noqa: F401  (re-exported: the pipeline's vocabulary)
     MODEL_CHANGED,
     JobCancelled,
@@ -43,6 +41,7 @@ from evaluator.services.errors import (  # noqa: F401  (re-exported: the pipelin
     JobSuperseded,
     JobUnavailable,
 )
+from evaluator.services.sandboxing import sandbox_limits
 from leaderboard.models import Benchmark, Network
 
 log = logging.getLogger(__name__)
@@ -50,25 +49,9 @@ log = logging.getLogger(__name__)
 # Outcomes that mean the upload itself is at fault: its own exception, or it broke
 # a resource limit that every network must respect.
 UPLOAD_FAULTS = ("rejected", "timeout", "memory")
-# What a spare child imports before its job arrives: every engine job needs TensorFlow.
-PRELOAD = ("tensorflow",)
 # How often the worker marks a running job alive (Job.heartbeat_at; the reaper's
 # evidence on another host) and checks it was not cancelled or taken over.
 HEARTBEAT_EVERY_S = 1.0
-
-# This process's spare sandbox child (settings.SANDBOX_SPARE): it imports TensorFlow
-# (2–3 s, up to a fifth of an upload's wait) while the worker is idle, and the next job
-# runs in it. Only in Celery's task-running processes (spare_enable, from the
-# worker_process_init signal): a command that runs a few jobs and exits has no use
-# for one. Owned by the pid that started it: a forked process must not use its parent's.
-_spare: SpareChild | None = None
-_spare_owner = 0
-_spare_wanted = False
-_spare_lock = threading.Lock()  # a threads pool would share this process's spare
-# More spares started ahead of a run of short jobs (spares_ahead); spare_prepare takes
-# from here first.
-_ahead: list[SpareChild] = []
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -177,107 +160,6 @@ def _heartbeat(job: Job, worker: str, attempt: int) -> Callable[[], None]:
     return beat
 
 
-def isolation_problem() -> str:
-    """Why untrusted models cannot be evaluated here ('' when they can)."""
-    if not settings.SANDBOX_ISOLATION:
-        return ""  # development mode: announced at start-up, runs without bubblewrap
-    return isolation.bwrap_problem()
-
-
-def sandbox_limits(*, trusted: bool = False) -> SandboxLimits:
-    """The limits of a job. Untrusted work (anything that loads an upload's model) runs
-    under bubblewrap unless SANDBOX_ISOLATION is off; trusted work (training the
-    reference suite from the project's own code) uses it when it can."""
-    isolated = settings.SANDBOX_ISOLATION and not (trusted and isolation.bwrap_problem())
-    return SandboxLimits(
-        timeout_s=settings.SANDBOX_TIMEOUT_S, memory_mb=settings.SANDBOX_MEMORY_MB, isolation=isolated
-    )
-
-
-def spare_enable() -> None:
-    """This process runs jobs for a worker: keep a spare child from now on."""
-    global _spare_wanted
-    _spare_wanted = True
-    spare_prepare()
-
-
-def _new_spare() -> SpareChild | None:
-    try:
-        return SpareChild(storage.spare_workdir(), limits=sandbox_limits(), preload=PRELOAD)
-    except SandboxUnavailable:
-        log.exception("no spare sandbox child")
-        return None
-
-
-def spare_prepare() -> None:
-    """Make sure this process has a live spare child (after every job): the first of the
-    spares started ahead, or a new one. Does nothing with SANDBOX_SPARE off or outside a
-    worker."""
-    global _spare, _spare_owner
-    if not (settings.SANDBOX_SPARE and _spare_wanted) or isolation_problem():
-        return
-    with _spare_lock:
-        if _spare_owner != os.getpid():  # started by the process this one was forked from
-            _spare = None
-            _ahead.clear()
-        if _spare is not None and _spare.alive():
-            return
-        _spare = None
-        while _ahead and _spare is None:
-            candidate = _ahead.pop(0)
-            _spare = candidate if candidate.alive() else None
-        _spare = _spare or _new_spare()
-        _spare_owner = os.getpid()
-
-
-def spares_ahead(count: int) -> None:
-    """Start up to `count` more spare children now, beside the usual one: a run of short
-    jobs is coming (an upload's column, one job per peer), and each would otherwise wait
-    for its own TensorFlow import. They import in parallel while the first jobs run."""
-    if not (settings.SANDBOX_SPARE and _spare_wanted) or isolation_problem() or _spare_owner != os.getpid():
-        return
-    with _spare_lock:
-        _ahead[:] = [s for s in _ahead if s.alive()]
-        while len(_ahead) < count and (spare := _new_spare()) is not None:
-            _ahead.append(spare)
-
-
-def spares_trim() -> None:
-    """Back to one spare once the run of short jobs is over (each holds ~0.6 GB)."""
-    with _spare_lock:
-        extra, _ahead[:] = list(_ahead), []
-    for spare in extra:
-        spare.discard()
-        storage.remove_tree(spare.workdir)
-
-
-def spares_release() -> None:
-    """Stop every spare of this process and remove their folders (the worker is shutting
-    down). A folder left by a killed worker is removed by the next spare_workdir()."""
-    global _spare
-    with _spare_lock:
-        spares, _spare = ([_spare] if _spare is not None and _spare_owner == os.getpid() else []) + _ahead, None
-        _ahead.clear()
-    for spare in spares:
-        spare.discard()
-        storage.remove_tree(spare.workdir)
-
-
-def _spare_take(limits: SandboxLimits) -> SpareChild | None:
-    """The spare for a job with these limits, or None (then the job starts cold)."""
-    global _spare
-    with _spare_lock:
-        spare, _spare = _spare, None
-    if spare is None or _spare_owner != os.getpid():
-        return None
-    if not spare.matches(limits, None):  # the settings changed since it started
-        log.info("spare child discarded: started with %s, the job needs %s", spare.limits, limits)
-        spare.discard()
-        storage.remove_tree(spare.workdir)
-        return None
-    return spare
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What a job's child gets read-only under `in/` (engine.isolation.input_path), and
@@ -348,7 +230,7 @@ def job_run(
         job_finish(job=job, state=Job.State.FAILED, line=f"internal error in the worker: {exc!r}")
         raise JobFailed(f"internal error while running {job.kind}: {type(exc).__name__}") from exc
     finally:
-        spare_prepare()  # for the next job, while this process does other things
+        spares.spare_prepare()  # for the next job, while this process does other things
 
 
 def _job_attempts(
@@ -373,10 +255,10 @@ def _job_attempts(
         if not claimed:
             raise JobSuperseded(f"job {job.pk} was taken by another worker")
         job.refresh_from_db()
-        spare = _spare_take(limits)
+        spare = spares.spare_take(limits)
         # Start the next job's child now: its TensorFlow import overlaps this job's work
         # (an upload's column is one short job per peer, back to back).
-        spare_prepare()
+        spares.spare_prepare()
         warm = " (warm child)" if spare is not None and spare.ready() else ""
         job.append_log(f"attempt {job.attempts} on {job.worker}{warm}: {target}")
         job.save(update_fields=["log"])

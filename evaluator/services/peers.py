@@ -24,7 +24,7 @@ from django.db import transaction
 from evaluator.engine import isolation
 from evaluator.engine import jobs as engine_jobs
 from evaluator.models import Evaluation, Job, PeerFailure
-from evaluator.services import jobs, lifecycle, results, storage
+from evaluator.services import lifecycle, results, spares, storage
 from evaluator.services.jobs import (
     Inputs,
     JobCancelled,
@@ -33,8 +33,8 @@ from evaluator.services.jobs import (
     JobSuperseded,
     Stage,
     job_run,
-    sandbox_limits,
 )
+from evaluator.services.sandboxing import sandbox_limits
 from leaderboard.models import Network
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,14 @@ def columns_evaluate(*, network: Network, peers_todo: list[Network], progress: b
     trusted = [p for p in peers_todo if p.is_reference]
     groups = ([trusted] if trusted else []) + [[p] for p in peers_todo if not p.is_reference]
     # Their TensorFlow imports overlap the first groups (in a worker with spares on).
-    jobs.spares_ahead(min(len(groups) - 1, settings.SANDBOX_SPARES_AHEAD))
+    spares.spares_ahead(min(len(groups) - 1, settings.SANDBOX_SPARES_AHEAD))
     try:
         for index, group in enumerate(groups):
             low = CROSS_START + (CROSS_END - CROSS_START) * index // len(groups)
             high = CROSS_START + (CROSS_END - CROSS_START) * (index + 1) // len(groups)
             _group(network, group, Stage(S.CROSS_EVALUATING, low, high) if progress else None)
     finally:
-        jobs.spares_trim()
+        spares.spares_trim()
 
 
 def _group(network: Network, group: list[Network], stage: Stage | None) -> None:

@@ -38,11 +38,10 @@ from evaluator.services.jobs import (
     JobUnavailable,
     Phases,
     Stage,
-    isolation_problem,
     job_open,
     job_run,
-    sandbox_limits,
 )
+from evaluator.services.sandboxing import isolation_problem, sandbox_limits
 from leaderboard.models import Network
 
 log = logging.getLogger(__name__)

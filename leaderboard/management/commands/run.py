@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
     def announce_isolation(self) -> None:
         """Say loudly how uploads will be run (evaluator.checks says it again to the log)."""
-        from evaluator.services.jobs import isolation_problem
+        from evaluator.services.sandboxing import isolation_problem
 
         if not settings.SANDBOX_ISOLATION:
             self.stderr.write(self.style.ERROR(
