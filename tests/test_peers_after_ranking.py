@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import timedelta
 
 import pytest
@@ -197,6 +198,10 @@ def test_the_matrix_says_which_cells_are_not_evaluated_yet(client) -> None:
     assert 'id="matrix-pending"' in page and '<td class="pending">…</td>' in page
     # The other direction keeps its number but no charter colour (nothing to compare with).
     assert f'<td class="pending">{data["matrix"][j][i] * 100:.1f}</td>' in page
+    # The heatmap's figure is strict JSON (no NaN, which the browser's JSON.parse refuses).
+    figure = page.split('id="fig-matrix">', 1)[1].split("</script>", 1)[0]
+    z = json.loads(figure, parse_constant=lambda name: pytest.fail(f"{name} in the figure"))["data"][0]["z"]
+    assert z[i][j] is None and z[j][i] is not None
     table = list(csv.reader(io.StringIO(
         client.get(f"/api/benchmarks/{suite.benchmark.name}/matrix.csv").content.decode())))
     assert table[1 + i][2 + j] == "" and table[1 + j][2 + i] != ""
