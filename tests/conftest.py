@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def tiny_cnn_dir(tiny_cnn, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Media, job folders and the broker of the test session live in a temporary VAR_DIR.
 
     Session-wide (not per test) because the mini benchmark built once per session
@@ -50,12 +51,18 @@ def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     """
     from django.conf import settings
 
+    from evaluator.services import spares
+
     var = tmp_path_factory.mktemp("var")
     settings.VAR_DIR = var
     settings.MEDIA_ROOT = var / "media"
-    # In-process jobs start cold: a spare would import TensorFlow after every job of
-    # every test. The deployments of test_e2e.py run with spares, as in production.
-    settings.SANDBOX_SPARE = False
+    # In-process jobs run as a worker's do: the next job starts in a spare child that
+    # imported TensorFlow while this process did other things (the suite runs a few
+    # hundred jobs, each ~3 s of import when cold).
+    settings.SANDBOX_SPARE = True
+    spares._spare_wanted = True
+    yield
+    spares.spares_release()
 
 
 @pytest.fixture(autouse=True)

@@ -191,7 +191,11 @@ def assert_refused_with_a_reason(case: Case, ctx: Ctx, uploader: User, client, s
 
 
 def sandbox_children() -> list[int]:
-    """Live (non-zombie) sandbox children of this process."""
+    """Live (non-zombie) sandbox children of this process, its waiting spares aside (each
+    holds nothing until a job's request: services.spares)."""
+    from evaluator.services import spares
+
+    waiting = {s.proc.pid for s in (spares._spare, *spares._ahead) if s is not None and s.alive()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -202,6 +206,7 @@ def sandbox_children() -> list[int]:
         except OSError:
             continue
         fields = stat_line.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X") and b"sandbox_child" in cmdline:
+        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X") and b"sandbox_child" in cmdline \
+                and int(entry.name) not in waiting:
             found.append(int(entry.name))
     return found

@@ -85,6 +85,7 @@ def spares(settings, monkeypatch):
     """Spares on (the conftest turns them off), preloading a slow stand-in for TF."""
     from evaluator.services import spares
 
+    spares.spares_release()  # the session's spare preloaded TensorFlow, not the stand-in
     settings.SANDBOX_SPARE = True
     monkeypatch.setattr(spares, "PRELOAD", ("tests.slow_import",))
     monkeypatch.setattr(spares, "_spare_wanted", True)  # as in a worker (worker_process_init)
@@ -126,10 +127,12 @@ def test_the_next_job_runs_in_the_spare_started_after_the_last(spares, settings)
     assert third["loaded"] is False and not stale.alive()
 
 
-def test_no_spare_outside_a_worker(settings) -> None:
+def test_no_spare_outside_a_worker(settings, monkeypatch) -> None:
     """A management command (rank, build_benchmark) runs jobs but keeps no spare."""
     from evaluator.services import spares
 
+    spares.spares_release()
+    monkeypatch.setattr(spares, "_spare_wanted", False)  # not a worker (the test session acts as one)
     settings.SANDBOX_SPARE = True
     job, net = _job_and_network()
     job_run(job=job, target="tests.sandbox_targets:add", kwargs={"a": 1, "b": 1}, network=net)
