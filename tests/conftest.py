@@ -60,7 +60,7 @@ def _session_var_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     # imported TensorFlow while this process did other things (the suite runs a few
     # hundred jobs, each ~3 s of import when cold).
     settings.SANDBOX_SPARE = True
-    spares._spare_wanted = True
+    spares.spare_enable()
     yield
     spares.spares_release()
 

@@ -195,7 +195,7 @@ def sandbox_children() -> list[int]:
     holds nothing until a job's request: services.spares)."""
     from evaluator.services import spares
 
-    waiting = {s.proc.pid for s in (spares._spare, *spares._ahead) if s is not None and s.alive()}
+    waiting = {spare.proc.pid for spare in spares.spares_waiting()}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

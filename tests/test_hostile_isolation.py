@@ -67,8 +67,7 @@ def victims(mini_benchmark):
 def _live_spares() -> set[Path]:
     from evaluator.services import spares
 
-    live = [spares._spare, *spares._ahead]
-    return {s.workdir / "in" for s in live if s is not None and s.alive()}
+    return {spare.workdir / "in" for spare in spares.spares_waiting()}
 
 
 ATTACKS = {

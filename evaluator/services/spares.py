@@ -107,6 +107,14 @@ def spares_release() -> None:
         storage.remove_tree(spare.workdir)
 
 
+def spares_waiting() -> list[SpareChild]:
+    """This process's live spares, which hold nothing until a job's request: what a check
+    for left-over children or job folders sets aside."""
+    with _spare_lock:
+        candidates = ([_spare] if _spare is not None and _spare_owner == os.getpid() else []) + list(_ahead)
+    return [spare for spare in candidates if spare.alive()]
+
+
 def spare_take(limits: SandboxLimits) -> SpareChild | None:
     """The spare for a job with these limits, or None (then the job starts cold)."""
     global _spare

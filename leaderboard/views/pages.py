@@ -119,7 +119,7 @@ def matrix(request: HttpRequest) -> HttpResponse:
             column_labels=[labels[j] for j in columns],
             table_is_full=len(columns) == n,
             table=table,
-            pending=bool(np.isnan(M).any()) if n else False,
+            pending=bool(np.isnan(M).any()),
             figure=plots.script_json(plots.matrix_figure(data, ladder)) if data["networks"] else None,
             plot_min_width=plots.matrix_min_width(data["networks"], ladder),
         )
